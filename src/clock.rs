@@ -1,0 +1,58 @@
+//! Wall-clock time, injected so that TTL logic is testable.
+//!
+//! Under wazero, monotonic time (`Instant`) advances by a fixed step per read when the guest has
+//! no sockets, so every TTL, breaker timeout and token time check uses the wall clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+
+    /// Whole seconds since the Unix epoch (JWT `NumericDate`).
+    fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+}
+
+/// The system's wall clock (`clock_time_get(REALTIME)` in the guest).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is a host bug; treat it as the epoch rather than trap.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A settable clock for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::cell::Cell<u64>);
+
+impl ManualClock {
+    /// A clock reading `ms`.
+    pub fn new(ms: u64) -> Self {
+        Self(std::cell::Cell::new(ms))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.0.set(self.0.get().saturating_add(ms));
+    }
+
+    /// Sets the clock to `ms`.
+    pub fn set(&self, ms: u64) {
+        self.0.set(ms);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP exchange as the request logic sees it.
+//!
+//! [`Exchange`] is implemented over the http-wasm host in [`crate::abi`] and over a plain struct
+//! in tests, so every decision the plugin takes can be tested natively.
+
+/// One request passing through the middleware, and the response the middleware may write.
+///
+/// Header names are case-insensitive. Response headers must all be added before
+/// [`Exchange::send`]: without the buffer-response feature the host writes them when the status
+/// is set.
+pub trait Exchange {
+    /// The request method, e.g. `GET`.
+    fn method(&self) -> String;
+
+    /// The request target as received: path and query, e.g. `/a/b?c=d`.
+    fn uri(&self) -> String;
+
+    /// All values of a request header, in order.
+    fn header_values(&self, name: &str) -> Vec<String>;
+
+    /// The first value of a request header.
+    fn header(&self, name: &str) -> Option<String> {
+        self.header_values(name).into_iter().next()
+    }
+
+    /// The names of all request headers.
+    fn header_names(&self) -> Vec<String>;
+
+    /// The client address as `ip:port` (the TCP peer, before any proxy headers).
+    fn source_addr(&self) -> String;
+
+    /// Reads the request body, at most `limit` bytes; `None` when it is larger.
+    fn read_body(&self, limit: usize) -> Option<Vec<u8>>;
+
+    /// Sets (replaces) a request header forwarded to the backend.
+    fn set_header(&self, name: &str, value: &str);
+
+    /// Removes a request header before forwarding.
+    fn remove_header(&self, name: &str);
+
+    /// Answers the request instead of forwarding it: headers first, then status, then body.
+    fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]);
+
+    /// Writes a log line through the host's logger.
+    fn log(&self, level: LogLevel, message: &str);
+}
+
+/// Log levels as the http-wasm ABI numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Debug.
+    Debug = -1,
+    /// Info.
+    Info = 0,
+    /// Warning.
+    Warn = 1,
+    /// Error.
+    Error = 2,
+}
