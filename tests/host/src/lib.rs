@@ -1,1 +1,7 @@
-//! test host
+//! Test support for oidc-guard: a wasmtime host that runs the built `.wasm` the way Traefik's
+//! http-wasm host does, and launchers for the real servers the tests use (Redis, Sentinel,
+//! Cluster, Valkey, the `oidc-provider` IdP, Traefik itself).
+//!
+//! Servers listen on 127.0.0.1 ports of their own, are waited for until ready, and are stopped by
+//! pid when dropped.
+#![allow(missing_docs)]

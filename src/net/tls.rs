@@ -1,0 +1,1 @@
+//! TLS client connections with rustls (being written).
