@@ -3,6 +3,10 @@
 //! [`Exchange`] is implemented over the http-wasm host in [`crate::abi`] and over a plain struct
 //! in tests, so every decision the plugin takes can be tested natively.
 
+pub mod form;
+pub mod path;
+pub mod url;
+
 /// One request passing through the middleware, and the response the middleware may write.
 ///
 /// Header names are case-insensitive. Response headers must all be added before

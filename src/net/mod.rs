@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+pub mod http;
 pub mod tls;
 
 /// A connected byte stream. Reads and writes honour the [`Timeouts`] given to

@@ -5,3 +5,7 @@
 //! Servers listen on 127.0.0.1 ports of their own, are waited for until ready, and are stopped by
 //! pid when dropped.
 #![allow(missing_docs)]
+
+pub use oidc_guard_backend as backend;
+pub mod traefik;
+pub mod util;

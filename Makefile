@@ -1,0 +1,56 @@
+# oidc-guard — see README.md.
+#
+#   make build   the Traefik plugin folder dist/oidc-guard/ and dist/oidc-guard-bridge.wasm
+#   make test    installs what the tests need, then runs every test
+#   make demo    real Traefik + demo IdP + demo backend on 127.0.0.1; prints the URL
+#   make bench   throughput against real Traefik, with and without the plugin, same run
+
+SHELL := /bin/bash
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip1
+# ring's C code must be compiled by clang for wasm32 (gcc leaves env.ring_core_* imports).
+export CC_wasm32_wasip1 := clang
+export CARGO_TERM_COLOR ?= never
+RELEASE := target/$(WASM_TARGET)/release
+
+.PHONY: all build deps-build test test-deps lint fmt demo bench clean-dist
+
+all: build
+
+deps-build:
+	@scripts/deps.sh build
+
+build: deps-build
+	$(CARGO) build --release --locked --target $(WASM_TARGET) -p oidc-guard --bin oidc-guard
+	@mkdir -p dist/oidc-guard
+	cp $(RELEASE)/oidc-guard.wasm dist/oidc-guard/plugin.wasm
+	cp .traefik.yml dist/oidc-guard/.traefik.yml
+	$(CARGO) build --release --locked --target $(WASM_TARGET) -p oidc-guard --bin oidc-guard \
+		--no-default-features --features bridge
+	cp $(RELEASE)/oidc-guard.wasm dist/oidc-guard-bridge.wasm
+	python3 scripts/check-wasm.py traefik dist/oidc-guard/plugin.wasm
+	python3 scripts/check-wasm.py bridge dist/oidc-guard-bridge.wasm
+
+test-deps:
+	@scripts/deps.sh test
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p oidc-guard --target $(WASM_TARGET) --bin oidc-guard -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+test: test-deps build lint
+	$(CARGO) test --locked --workspace -- --test-threads=$${TEST_THREADS:-4}
+
+demo: build
+	@scripts/deps.sh demo
+	@scripts/demo.sh
+
+bench: build test-deps
+	@scripts/bench.sh
+
+clean-dist:
+	rm -rf dist

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Fail the build when a .wasm imports anything its host cannot provide.
+
+usage: check-wasm.py traefik|bridge FILE
+
+- traefik artifact: only `http_handler` and `wasi_snapshot_preview1`; WasmEdge socket imports in
+  their V2 shapes only (no sock_accept/sock_getlocaladdr/sock_getpeeraddr, which flip Traefik to
+  V1, no epoll_oneoff); and it MUST import `sock_open`: without a socket import Traefik serves
+  WASI from wazero, whose random_get is a fixed-seed PRNG (seed 42) identical in every instance.
+- bridge artifact: `http_handler`, `wasi_snapshot_preview1` and `oidc_guard_bridge_v1`; no sockets.
+"""
+import sys
+
+
+def leb(b, i):
+    r = s = 0
+    while True:
+        x = b[i]
+        i += 1
+        r |= (x & 0x7F) << s
+        s += 7
+        if x < 0x80:
+            return r, i
+
+
+def imports(path):
+    b = open(path, "rb").read()
+    if b[:4] != b"\0asm":
+        sys.exit(f"{path}: not a wasm module")
+    i, out = 8, []
+    while i < len(b):
+        sid = b[i]
+        i += 1
+        n, i = leb(b, i)
+        end = i + n
+        if sid == 2:
+            count, i = leb(b, i)
+            for _ in range(count):
+                ln, i = leb(b, i)
+                mod = b[i:i + ln].decode()
+                i += ln
+                ln, i = leb(b, i)
+                name = b[i:i + ln].decode()
+                i += ln
+                kind = b[i]
+                i += 1
+                if kind == 0:
+                    _, i = leb(b, i)
+                elif kind == 1:  # table
+                    i += 1
+                    flags, i = leb(b, i)
+                    _, i = leb(b, i)
+                    if flags & 1:
+                        _, i = leb(b, i)
+                elif kind == 2:  # memory
+                    flags, i = leb(b, i)
+                    _, i = leb(b, i)
+                    if flags & 1:
+                        _, i = leb(b, i)
+                elif kind == 3:  # global
+                    i += 2
+                out.append((mod, name, kind))
+        i = end
+    return out
+
+
+def main():
+    kind, path = sys.argv[1], sys.argv[2]
+    imps = imports(path)
+    allowed = {"http_handler", "wasi_snapshot_preview1"}
+    if kind == "bridge":
+        allowed.add("oidc_guard_bridge_v1")
+    errors = []
+    names = {(m, n) for m, n, _ in imps}
+    for m, n, _ in imps:
+        if m not in allowed:
+            errors.append(f"imports {m}.{n}: module {m!r} is not provided by the {kind} host")
+    v1_triggers = {"sock_accept", "sock_getlocaladdr", "sock_getpeeraddr", "epoll_oneoff"}
+    for m, n in names:
+        if m == "wasi_snapshot_preview1" and n in v1_triggers:
+            errors.append(f"imports {n}: flips Traefik's socket extension to V1 or does not link")
+    sockets = sorted(n for m, n in names if m == "wasi_snapshot_preview1" and n.startswith("sock_"))
+    if kind == "traefik" and ("wasi_snapshot_preview1", "sock_open") not in names:
+        errors.append("does not import sock_open: Traefik would serve WASI from wazero, whose "
+                      "random_get is deterministic (seed 42)")
+    if kind == "bridge" and sockets:
+        errors.append(f"the bridge artifact imports sockets: {sockets}")
+    size = len(open(path, "rb").read())
+    print(f"{path}: {size} bytes, {len(imps)} imports from {sorted({m for m, _, _ in imps})}")
+    if errors:
+        for e in errors:
+            print(f"error: {path}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+//! Request-target normalisation for path-based decisions (`excludedURLs`, callback and logout
+//! paths, health paths).
+//!
+//! The decision is taken on the path the backend will most plausibly act on: percent-decoded
+//! once, dot segments removed (RFC 3986 §5.2.4), duplicate slashes collapsed. Anything that makes
+//! that interpretation ambiguous — encoded slashes or backslashes (`%2F`, `%5C`), a raw
+//! backslash, a NUL, a `%` left over after one decoding (double encoding), invalid UTF-8 — yields
+//! [`NormalPath::Ambiguous`], which never matches an exclusion: the request is then authenticated.
+
+/// The result of normalising a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NormalPath {
+    /// A clean absolute path, e.g. `/a/b`.
+    Clean(String),
+    /// A path whose meaning depends on the backend; never treated as excluded.
+    Ambiguous,
+}
+
+impl NormalPath {
+    /// The clean path, if any.
+    pub fn as_clean(&self) -> Option<&str> {
+        match self {
+            NormalPath::Clean(p) => Some(p),
+            NormalPath::Ambiguous => None,
+        }
+    }
+}
+
+/// Splits a request target into its path and optional query (`/a?b` → (`/a`, `Some("b")`)).
+pub fn split_target(uri: &str) -> (&str, Option<&str>) {
+    // A fragment never reaches a server, but cut it defensively.
+    let uri = uri.split('#').next().unwrap_or(uri);
+    match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    }
+}
+
+/// Normalises the path of a request target (the query is ignored).
+pub fn normalize(uri: &str) -> NormalPath {
+    let (raw, _) = split_target(uri);
+    // An absolute-form target (`http://host/path`) carries its path after the authority.
+    let raw = strip_absolute_form(raw);
+    if raw.contains('\\') || raw.contains('\0') {
+        return NormalPath::Ambiguous;
+    }
+    let Some(decoded) = percent_decode_once(raw) else {
+        return NormalPath::Ambiguous;
+    };
+    if decoded.contains('%') || decoded.contains('\\') || decoded.contains('\0') {
+        return NormalPath::Ambiguous;
+    }
+    NormalPath::Clean(remove_dot_segments(&decoded))
+}
+
+fn strip_absolute_form(raw: &str) -> &str {
+    let lower_starts = |p: &str| raw.len() >= p.len() && raw[..p.len()].eq_ignore_ascii_case(p);
+    let rest = if lower_starts("http://") {
+        &raw[7..]
+    } else if lower_starts("https://") {
+        &raw[8..]
+    } else {
+        return raw;
+    };
+    match rest.find('/') {
+        Some(i) => &rest[i..],
+        None => "/",
+    }
+}
+
+/// Decodes `%XX` once. `None` for a malformed escape, an encoded `/` or `\`, or invalid UTF-8.
+fn percent_decode_once(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            let v = hi << 4 | lo;
+            // Encoded slashes and backslashes never match an exclusion: backends disagree on
+            // whether they separate segments.
+            if v == b'/' || v == b'\\' {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 §5.2.4 on an already decoded path, also collapsing empty segments (`//`).
+/// The result always starts with `/`; a trailing slash is kept.
+fn remove_dot_segments(path: &str) -> String {
+    let mut stack: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" => {
+                if i == last && i != 0 {
+                    trailing_slash = true;
+                }
+            }
+            "." => {
+                if i == last {
+                    trailing_slash = true;
+                }
+            }
+            ".." => {
+                stack.pop();
+                if i == last {
+                    trailing_slash = true;
+                }
+            }
+            s => stack.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &stack {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether a normalised path falls under a configured prefix: equal to it, or below it at a
+/// segment boundary (`/public` matches `/public` and `/public/x`, not `/publicity`). A prefix
+/// that ends with `/` matches everything below it.
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix) || path == prefix.trim_end_matches('/');
+    }
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn clean(s: &str) -> String {
+        match normalize(s) {
+            NormalPath::Clean(p) => p,
+            NormalPath::Ambiguous => panic!("{s} was ambiguous"),
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_slashes() {
+        assert_eq!(clean("/public/../admin"), "/admin");
+        assert_eq!(clean("/public/./x"), "/public/x");
+        assert_eq!(clean("//public///x"), "/public/x");
+        assert_eq!(clean("/a/b/../../../c"), "/c");
+        assert_eq!(clean("/a/b/.."), "/a/");
+        assert_eq!(clean("/"), "/");
+        assert_eq!(clean(""), "/");
+        assert_eq!(clean("/a/"), "/a/");
+        assert_eq!(clean("/public?x=/../admin"), "/public");
+    }
+
+    #[test]
+    fn percent_decoding_happens_before_dot_removal() {
+        assert_eq!(clean("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(clean("/public/%2E%2E/admin"), "/admin");
+        assert_eq!(clean("/p%75blic/x"), "/public/x");
+    }
+
+    #[test]
+    fn ambiguous_paths_never_clean() {
+        for p in [
+            "/public%2Fadmin",
+            "/public%2fadmin",
+            "/public%5Cadmin",
+            "/public\\..\\admin",
+            "/public/%252e%252e/admin",
+            "/public/%zz",
+            "/public/%",
+            "/public/%00",
+            "/public/%ff",
+        ] {
+            assert_eq!(normalize(p), NormalPath::Ambiguous, "{p}");
+        }
+    }
+
+    #[test]
+    fn absolute_form() {
+        assert_eq!(clean("http://h/public/../admin"), "/admin");
+        assert_eq!(clean("HTTPS://h"), "/");
+    }
+
+    #[test]
+    fn prefixes_match_at_segment_boundaries() {
+        assert!(under_prefix("/public", "/public"));
+        assert!(under_prefix("/public/x", "/public"));
+        assert!(!under_prefix("/publicity", "/public"));
+        assert!(!under_prefix("/admin", "/public"));
+        assert!(under_prefix("/static/a.css", "/static/"));
+        assert!(under_prefix("/static", "/static/"));
+        assert!(!under_prefix("/staticx", "/static/"));
+    }
+}
