@@ -9,3 +9,4 @@
 pub use oidc_guard_backend as backend;
 pub mod traefik;
 pub mod util;
+pub mod wrk;
