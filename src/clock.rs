@@ -14,6 +14,12 @@ pub trait Clock {
     fn now_secs(&self) -> u64 {
         self.now_ms() / 1000
     }
+
+    /// Microseconds since the Unix epoch, for latency figures (a sub-millisecond L2 round trip).
+    /// Defaults to millisecond precision.
+    fn now_us(&self) -> u64 {
+        self.now_ms().saturating_mul(1000)
+    }
 }
 
 /// The system's wall clock (`clock_time_get(REALTIME)` in the guest).
@@ -26,6 +32,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn now_us(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or(0)
     }
 }
