@@ -7,6 +7,8 @@
 #![allow(missing_docs)]
 
 pub use oidc_guard_backend as backend;
+pub mod browser;
+pub mod idp;
 pub mod traefik;
 pub mod util;
 pub mod wrk;
