@@ -6,6 +6,19 @@
 //! absolute expiry and binds the value to its key (AEAD with the key as associated data, or a
 //! keyed hash), so a reply that belongs to another key or request is refused, never used.
 
+pub mod bench;
+pub mod breaker;
+pub mod envelope;
+pub mod fake;
+pub mod l1;
+pub mod metrics;
+pub mod tiered;
+
+pub use envelope::{SealKey, Sealer};
+pub use tiered::{
+    Class, Fallback, Mode, Namespace, SetOutcome, StoreEvent, TieredConfig, TieredStore,
+};
+
 use std::fmt;
 use std::time::Duration;
 
