@@ -414,7 +414,8 @@ impl std::fmt::Debug for Idp {
 
 /// The directory of the IdP package (`tests/idp` under the workspace root).
 pub fn idp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root).join("tests/idp")
 }
 
 fn plain_agent() -> ureq::Agent {
