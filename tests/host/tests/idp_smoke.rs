@@ -517,6 +517,23 @@ fn issuer_path_login_form_and_jwt_access_tokens() {
         .unwrap()
         .starts_with(idp.issuer()));
 
+    // A host name resolved to the IdP's address (curl --resolve): the Host header carries the
+    // name, and oidc-provider builds its endpoint URLs from it.
+    let mut named = Browser::new();
+    let addr = format!("127.0.0.1:{}", idp.port()).parse().unwrap();
+    named.resolve("idp.example.test", idp.port(), addr);
+    let page = named
+        .get(&format!(
+            "http://idp.example.test:{}/idp/.well-known/openid-configuration",
+            idp.port()
+        ))
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.json().unwrap()["token_endpoint"],
+        format!("http://idp.example.test:{}/idp/token", idp.port())
+    );
+
     // The login page is a form with a user picker; the scripted browser submits it.
     let mut browser = Browser::new();
     let (verifier, challenge) = pkce();
