@@ -60,6 +60,10 @@ The middleware's options, as written under `plugin.<name>:` in Traefik's dynamic
 - **Single-use checks across replicas** (`bearer.oneTimeTokens`, `bearer.dpop`, back-channel logout)
   need a shared L2 (Redis, or the host bridge) and are refused without one unless
   `replay.insecureAllowPerInstance: true`.
+- **Redirects stay on the site.** After login the user returns to the URL first asked for, on the
+  same origin only (never an open redirect); a path-form `callbackURL`/`logoutURL` takes scheme and
+  host from the request, where `X-Forwarded-Proto`/`X-Forwarded-Host` count only from
+  `trustedProxies`, and `forceHTTPS` forces `https`.
 - **Identity.** Store keys and the session binding use a hash of the issuer (or `providerURL`), the
   client ID (or bearer audiences), the session cookie name and `instanceName`: replicas with the
   same configuration agree, and a rolling deploy keeps its sessions.

@@ -1668,3 +1668,54 @@ fn values_of_unused_keys_are_still_checked() {
     let e = err(&login(json!({"enablePKCE": "maybe"})));
     assert_eq!(e.errors().len(), 1, "{e}");
 }
+
+#[test]
+fn hostile_values_never_panic() {
+    // The guest must never trap: every key with every odd value gives Ok or a ConfigError.
+    let odd = [
+        Value::Null,
+        json!(true),
+        json!(-1),
+        json!(1e308),
+        json!(-1e308),
+        json!(u64::MAX),
+        json!(""),
+        json!(" "),
+        json!("x"),
+        json!("9999999999999999999999h"),
+        json!("1.5.5s"),
+        json!("[::1"),
+        json!("é:ü"),
+        json!([]),
+        json!([null]),
+        json!([[1]]),
+        json!({}),
+        json!({"enabled": {"x": 1}}),
+        json!("{{.Claims.}}"),
+        json!("\u{0}"),
+    ];
+    for s in KEYS {
+        for v in &odd {
+            let mut obj = serde_json::Map::new();
+            let parts: Vec<&str> = s.path.split('.').collect();
+            let mut cur = &mut obj;
+            for p in &parts[..parts.len() - 1] {
+                cur = cur
+                    .entry(p.to_string())
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .unwrap();
+            }
+            cur.insert(parts[parts.len() - 1].to_string(), v.clone());
+            let mut cfg = login(json!({}));
+            merge(&mut cfg, Value::Object(obj));
+            let _ = parse_with(
+                &cfg,
+                &[("REDIS_HOST", "[::1"), ("REDIS_PORT", "x")],
+                &[],
+                Platform::default(),
+            );
+            let _ = parse(&cfg);
+        }
+    }
+}
