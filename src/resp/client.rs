@@ -7,12 +7,13 @@
 //! round trip to a Sentinel) and loading the slot map (`CLUSTER SLOTS`) happen once per
 //! instance and again only after a failure or redirection says they are stale.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::cluster::{key_slot, NodeAddr, Redirect, SlotMap};
 use super::connection::{io_error, Connection};
 use super::frame::{Command, Frame};
 use super::{RedisConfigError, RedisOptions};
+use crate::clock::{Clock, SystemClock};
 use crate::net::tls::TlsConfig;
 use crate::net::{Dialer, Stream, Timeouts};
 use crate::store::{StoreError, L2};
@@ -761,10 +762,10 @@ impl<D: Dialer> L2 for RedisClient<D> {
     /// request's first command).
     fn ping(&mut self) -> Result<Duration, StoreError> {
         let cmd = Command::new(&[b"PING"]);
-        // Wall clock, not `Instant` (see crate::clock); SystemTime keeps sub-millisecond precision.
-        let start = SystemTime::now();
+        // Wall clock, not `Instant` (see crate::clock).
+        let start = SystemClock.now_us();
         let reply = single(self.exec(None, &[&cmd])?)?;
-        let took = SystemTime::now().duration_since(start).unwrap_or_default();
+        let took = Duration::from_micros(SystemClock.now_us().saturating_sub(start));
         match reply {
             Frame::Simple(s) if s == "PONG" => Ok(took),
             Frame::Error(m) => Err(refused(&m)),
