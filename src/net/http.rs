@@ -6,7 +6,7 @@
 //! The bridge artifact asks the host instead (`http_fetch` in `wit/`), behind the same
 //! [`Fetch`] trait.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::http::url::Url;
 

@@ -2,6 +2,8 @@
 //! JSON echo of what it received (method, target, headers), with keep-alive. Browsers (Accept:
 //! text/html) get the same information as a small HTML page, for the demo.
 #![allow(missing_docs)]
+// Test support: a failed set-up or assertion is meant to panic the test.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -5,6 +5,8 @@
 //! Servers listen on 127.0.0.1 ports of their own, are waited for until ready, and are stopped by
 //! pid when dropped.
 #![allow(missing_docs)]
+// Test support: a failed set-up or assertion is meant to panic the test.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub use oidc_guard_backend as backend;
 pub mod browser;
@@ -13,3 +15,4 @@ pub mod servers;
 pub mod traefik;
 pub mod util;
 pub mod wrk;
+pub mod wasm;
