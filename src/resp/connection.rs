@@ -78,7 +78,9 @@ impl<S: Read + Write> Connection<S> {
                 )));
             }
             if self.pos > 0 {
-                self.buf.drain(..self.pos);
+                // pos never exceeds len (it only advances by parsed lengths); min() keeps
+                // drain() total anyway.
+                self.buf.drain(..self.pos.min(self.buf.len()));
                 self.pos = 0;
             }
             let old = self.buf.len();
