@@ -8,6 +8,10 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 pub mod http;
+#[cfg(target_arch = "wasm32")]
+pub mod sys;
+#[cfg(target_arch = "wasm32")]
+pub mod tcp;
 pub mod tls;
 
 /// A connected byte stream. Reads and writes honour the [`Timeouts`] given to
