@@ -26,5 +26,8 @@ pub mod jwt;
 pub mod net;
 pub mod plugin;
 pub mod resp;
+pub mod response;
 pub mod rand;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -66,6 +66,10 @@ impl Exchange for WasmExchange<'_> {
         self.req.header.remove(name.as_bytes());
     }
 
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.resp.header.add(name.as_bytes(), value.as_bytes());
+    }
+
     fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         // Without the buffer-response feature the host writes the head when the status is set:
         // every header first, then the status, then the body.

@@ -3,6 +3,7 @@
 //! [`Exchange`] is implemented over the http-wasm host in [`crate::abi`] and over a plain struct
 //! in tests, so every decision the plugin takes can be tested natively.
 
+pub mod cookie;
 pub mod form;
 pub mod path;
 pub mod url;
@@ -41,6 +42,10 @@ pub trait Exchange {
 
     /// Removes a request header before forwarding.
     fn remove_header(&self, name: &str);
+
+    /// Adds a header to the response the client will get when the request is forwarded (e.g. a
+    /// refreshed session cookie). Must be called before the request is forwarded.
+    fn add_response_header(&self, name: &str, value: &str);
 
     /// Answers the request instead of forwarding it: headers first, then status, then body.
     fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]);

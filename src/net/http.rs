@@ -301,6 +301,57 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// [`Fetch`] over a [`super::Dialer`] (WasmEdge sockets in the Traefik artifact, `std::net` in
+/// tests), with TLS from [`super::tls`] for `https` URLs. One connection per request.
+pub struct NetFetch {
+    dialer: Box<dyn super::Dialer>,
+    tls: Option<super::tls::TlsConfig>,
+    tls_error: Option<String>,
+}
+
+impl NetFetch {
+    /// A client trusting the public roots plus `ca_pem`; `insecure_skip_verify` turns
+    /// certificate checks off (tests only). A TLS configuration that cannot be built is reported
+    /// on the first `https` request rather than here.
+    pub fn new(dialer: Box<dyn super::Dialer>, ca_pem: Option<Vec<u8>>, insecure_skip_verify: bool) -> Self {
+        let mut opts = super::tls::TlsOptions::new();
+        opts.ca_pem = ca_pem.filter(|c| !c.is_empty());
+        opts.insecure_skip_verify = insecure_skip_verify;
+        match super::tls::TlsConfig::new(&opts) {
+            Ok(t) => NetFetch { dialer, tls: Some(t), tls_error: None },
+            Err(e) => NetFetch { dialer, tls: None, tls_error: Some(e.to_string()) },
+        }
+    }
+}
+
+impl Fetch for NetFetch {
+    fn fetch(&mut self, req: &HttpRequest) -> Result<HttpResponse, FetchError> {
+        let url = Url::parse(&req.url).map_err(|e| FetchError::Url(e.to_string()))?;
+        let t = std::time::Duration::from_millis(req.timeout_ms.max(1));
+        let timeouts = super::Timeouts { connect: t, read: t, write: t };
+        let mut stream = self
+            .dialer
+            .dial(&url.host, url.port, &timeouts)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FetchError::Timeout,
+                _ => FetchError::Connect(format!("{}:{}: {e}", url.host, url.port)),
+            })?;
+        if url.is_https() {
+            let tls = self
+                .tls
+                .as_ref()
+                .ok_or_else(|| FetchError::Tls(self.tls_error.clone().unwrap_or_default()))?;
+            let mut s = tls.connect(&url.host, stream).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FetchError::Timeout,
+                _ => FetchError::Tls(e.to_string()),
+            })?;
+            exchange(&mut s, &url, req)
+        } else {
+            exchange(&mut stream, &url, req)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

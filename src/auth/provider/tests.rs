@@ -1,0 +1,172 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::rc::Rc;
+
+use serde_json::json;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::{Config, Platform};
+use crate::store::{Mode, Sealer, TieredConfig, TieredStore};
+use crate::testkit::{EcKey, ScriptedFetch};
+
+const URL: &str = "https://idp.test";
+
+fn config(extra: serde_json::Value) -> Config {
+    let mut base = json!({"providerURL": URL, "bearer": {"enabled": true, "audience": "api"}});
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    Config::parse(base.to_string().as_bytes(), &|_| None, &|_| Err(std::io::ErrorKind::NotFound.into()), Platform::default())
+        .unwrap()
+}
+
+fn discovery(issuer: &str) -> String {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{URL}/auth"),
+        "token_endpoint": format!("{URL}/token"),
+        "jwks_uri": format!("{URL}/jwks"),
+        "end_session_endpoint": format!("{URL}/logout"),
+        "code_challenge_methods_supported": ["S256"],
+    })
+    .to_string()
+}
+
+struct World {
+    fetch: ScriptedFetch,
+    store: TieredStore,
+    clock: Rc<ManualClock>,
+    log: Vec<(LogLevel, String)>,
+}
+
+impl World {
+    fn new(fetch: ScriptedFetch) -> World {
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let store = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::integrity(), clock.clone());
+        World { fetch, store, clock, log: Vec::new() }
+    }
+
+    fn deps(&mut self) -> Deps<'_> {
+        Deps { fetch: &mut self.fetch, store: &mut self.store, clock: &*self.clock, log: &mut self.log }
+    }
+}
+
+#[test]
+fn discovers_lazily_and_caches() {
+    let key = EcKey::generate("k1");
+    let mut w = World::new(
+        ScriptedFetch::default()
+            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(&format!("{URL}/jwks"), 200, &key.jwks()),
+    );
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert!(w.fetch.requests.is_empty(), "nothing fetched at start-up");
+    let m = p.metadata(&mut w.deps()).unwrap();
+    assert_eq!(m.token_endpoint.as_deref(), Some("https://idp.test/token"));
+    let k = p.keys(&mut w.deps()).unwrap();
+    assert_eq!(k.len(), 1);
+    for _ in 0..5 {
+        p.metadata(&mut w.deps()).unwrap();
+        p.keys(&mut w.deps()).unwrap();
+    }
+    assert_eq!(w.fetch.requests.len(), 2, "one discovery and one JWKS fetch");
+    // After the JWKS lifetime the keys are fetched again.
+    w.clock.advance(JWKS_TTL_MS + 1);
+    p.keys(&mut w.deps()).unwrap();
+    assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2);
+}
+
+#[test]
+fn refuses_issuer_mismatch_and_http_endpoints() {
+    let mut w = World::new(
+        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://evil.test")),
+    );
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+
+    let doc = json!({"issuer": URL, "jwks_uri": "http://idp.test/jwks"}).to_string();
+    let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &doc));
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+
+    let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, "not json"));
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+}
+
+#[test]
+fn trailing_slash_issuer_is_accepted() {
+    let mut w = World::new(
+        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://idp.test/")),
+    );
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://idp.test/");
+}
+
+#[test]
+fn provider_down_backs_off_then_recovers() {
+    let mut w = World::new(
+        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL)),
+    );
+    w.fetch.down = true;
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Unreachable(_))));
+    // Within the back-off the provider is not asked again.
+    assert!(p.metadata(&mut w.deps()).is_err());
+    assert_eq!(w.fetch.requests.len(), 1);
+    w.fetch.down = false;
+    w.clock.advance(FAILURE_BACKOFF_MS);
+    assert!(p.metadata(&mut w.deps()).is_ok());
+}
+
+#[test]
+fn unknown_kid_refetches_at_most_once_per_interval() {
+    let old = EcKey::generate("old");
+    let new = EcKey::generate("new");
+    let mut w = World::new(
+        ScriptedFetch::default()
+            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(&format!("{URL}/jwks"), 200, &old.jwks()),
+    );
+    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let now = w.clock.now_secs();
+    let token = new.sign(json!({}), &json!({"iss": URL, "aud": "api", "exp": now + 60}));
+    let verify = |k: &Jwks| crate::jwt::Validation::new(URL).audience("api").verify(&token, k, now).map(|_| ());
+    assert_eq!(p.verify(&mut w.deps(), verify), Err(VerifyError::Token(JwtError::UnknownKid)));
+    assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2, "one refetch for the unknown kid");
+    // A second unknown kid right away does not refetch.
+    assert!(p.verify(&mut w.deps(), verify).is_err());
+    assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2);
+    // The provider rotates its keys; after the interval the new key is found.
+    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
+    let both = json!({"keys": [old.jwk(), new.jwk()]}).to_string();
+    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, &both);
+    w.clock.advance(UNKNOWN_KID_REFETCH_MS);
+    assert!(p.verify(&mut w.deps(), verify).is_ok());
+}
+
+#[test]
+fn static_configuration_never_fetches() {
+    let key = EcKey::generate("s");
+    let cfg = Config::parse(
+        json!({"issuer": "https://static.test", "jwks": key.jwks(), "bearer": {"enabled": true, "audience": "api"}})
+            .to_string()
+            .as_bytes(),
+        &|_| None,
+        &|_| Err(std::io::ErrorKind::NotFound.into()),
+        Platform::default(),
+    )
+    .unwrap();
+    let mut w = World::new(ScriptedFetch::default());
+    let mut p = ProviderState::new(&cfg).unwrap();
+    assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://static.test");
+    assert_eq!(p.keys(&mut w.deps()).unwrap().len(), 1);
+    let now = w.clock.now_secs();
+    let token = EcKey::generate("unknown").sign(json!({}), &json!({"iss": "https://static.test", "aud": "api", "exp": now + 60}));
+    let r = p.verify(&mut w.deps(), |k| crate::jwt::Validation::new("https://static.test").audience("api").verify(&token, k, now));
+    assert!(matches!(r, Err(VerifyError::Token(JwtError::UnknownKid))));
+    assert!(w.fetch.requests.is_empty());
+}
