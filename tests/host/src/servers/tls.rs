@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use crate::util::scratch_dir;
 
@@ -30,6 +31,17 @@ pub struct TestCerts {
     pub client_rsa_key_pkcs1: PathBuf,
     /// A CA that signed nothing here.
     pub other_ca_cert: PathBuf,
+    /// Removes `dir` when the last clone is dropped.
+    _cleanup: Arc<RemoveOnDrop>,
+}
+
+#[derive(Debug)]
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -151,6 +163,7 @@ impl TestCerts {
             client_rsa_cert: dir.join("client-rsa.crt"),
             client_rsa_key_pkcs1: dir.join("client-rsa-pkcs1.key"),
             other_ca_cert: dir.join("other-ca.crt"),
+            _cleanup: Arc::new(RemoveOnDrop(dir.clone())),
             dir,
         };
         for (path, marker) in [
