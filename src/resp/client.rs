@@ -843,6 +843,117 @@ mod tests {
         assert_eq!(ttl_ms(Duration::from_secs(2)), "2000");
     }
 
+    /// A dialer whose every connection replays the next scripted server output.
+    struct Scripted(std::cell::RefCell<Vec<&'static [u8]>>);
+
+    struct Replay(std::io::Cursor<&'static [u8]>);
+
+    impl std::io::Read for Replay {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl std::io::Write for Replay {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Dialer for Scripted {
+        fn dial(&self, _: &str, _: u16, _: &Timeouts) -> std::io::Result<Box<dyn Stream>> {
+            let mut scripts = self.0.borrow_mut();
+            if scripts.is_empty() {
+                return Err(std::io::ErrorKind::ConnectionRefused.into());
+            }
+            Ok(Box::new(Replay(std::io::Cursor::new(scripts.remove(0)))))
+        }
+    }
+
+    fn scripted(scripts: &[&'static [u8]]) -> RedisClient<Scripted> {
+        let d = Scripted(std::cell::RefCell::new(scripts.to_vec()));
+        RedisClient::new(&RedisOptions::default(), d).unwrap()
+    }
+
+    #[test]
+    fn set_if_absent_wins_only_on_its_own_value() {
+        let ttl = Duration::from_secs(1);
+        let mut c = scripted(&[b"+OK\r\n$5\r\nmine!\r\n"]);
+        assert_eq!(c.set_if_absent("k", b"mine!", ttl), Ok(true));
+        // Replayed after the first attempt was applied: SET says nil, the value is ours.
+        let mut c = scripted(&[b"$-1\r\n$5\r\nmine!\r\n"]);
+        assert_eq!(c.set_if_absent("k", b"mine!", ttl), Ok(true));
+        let mut c = scripted(&[b"$-1\r\n$5\r\nother\r\n"]);
+        assert_eq!(c.set_if_absent("k", b"mine!", ttl), Ok(false));
+        // Replies that belong to someone else's request never become a win.
+        let mut c = scripted(&[b"+OK\r\n$5\r\nother\r\n"]);
+        assert!(matches!(
+            c.set_if_absent("k", b"mine!", ttl),
+            Err(StoreError::Protocol(_))
+        ));
+        let mut c = scripted(&[b"+OK\r\n+OK\r\n"]);
+        assert!(matches!(
+            c.set_if_absent("k", b"mine!", ttl),
+            Err(StoreError::Protocol(_))
+        ));
+        let mut c = scripted(&[b":1\r\n$5\r\nmine!\r\n"]);
+        assert!(matches!(
+            c.set_if_absent("k", b"mine!", ttl),
+            Err(StoreError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_shapes_are_protocol_errors() {
+        assert!(matches!(
+            scripted(&[b":1\r\n"]).get("k"),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(
+            scripted(&[b"$1\r\nx\r\n"]).delete("k"),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(
+            scripted(&[b":-3\r\n"]).ttl("k"),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(
+            scripted(&[b"+PONGX\r\n"]).ping(),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(
+            scripted(&[b"?\r\n"]).get("k"),
+            Err(StoreError::Protocol(_))
+        ));
+        assert_eq!(scripted(&[b":-1\r\n"]).ttl("k"), Ok(Some(None)));
+        assert_eq!(
+            scripted(&[b"-ERR no\r\n"]).get("k"),
+            Err(StoreError::Refused("ERR no".into()))
+        );
+    }
+
+    #[test]
+    fn closed_connections_are_retried_and_garbage_is_not() {
+        let mut c = scripted(&[b"", b"$1\r\nv\r\n"]);
+        assert_eq!(c.get("k"), Ok(Some(b"v".to_vec())));
+        assert_eq!((c.stats().connects, c.stats().retries), (2, 1));
+        let mut c = scripted(&[b"$5\r\nab", b"$1\r\nv\r\n"]);
+        assert_eq!(
+            c.get("k"),
+            Ok(Some(b"v".to_vec())),
+            "EOF mid-reply: retried"
+        );
+        let mut c = scripted(&[b"%1\r\n", b"$1\r\nv\r\n"]);
+        assert!(matches!(c.get("k"), Err(StoreError::Protocol(_))));
+        assert_eq!(c.stats().retries, 0);
+        let mut c = scripted(&[b"", b"", b""]);
+        assert!(matches!(c.get("k"), Err(StoreError::Unavailable(_))));
+        assert_eq!(c.stats().retries, 2, "max_retries");
+    }
+
     #[test]
     fn master_addresses() {
         let b = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
