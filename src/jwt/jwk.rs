@@ -291,8 +291,15 @@ impl Jwk {
                     _ => return Err(JwtError::NoSuitableKey),
                 };
                 // ring wants minimal big-endian integers; some IdPs emit a leading zero.
+                let n = strip_zeros(n);
+                // RFC 8017 §8.2.2 step 1: the signature is exactly as long as the modulus. Checked
+                // here because ring sets up the modulus arithmetic before looking at it, and a
+                // flood of forged tokens should cost as little as possible.
+                if signature.len() != n.len() {
+                    return Err(JwtError::BadSignature);
+                }
                 RsaPublicKeyComponents {
-                    n: strip_zeros(n),
+                    n,
                     e: strip_zeros(e),
                 }
                 .verify(params, message, signature)

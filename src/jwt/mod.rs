@@ -38,6 +38,10 @@
 //! - We never fetch keys named by a token (`jku`, `x5u`) and never trust an embedded `jwk` or
 //!   `x5c` except the `jwk` of a DPoP proof, which is the point of DPoP (RFC 8725 §3.10).
 //! - Nested (`cty: JWT`) and encrypted (JWE, five parts) tokens are refused.
+//! - ECDSA signatures are malleable (`(r, s)` and `(r, n - s)` both verify), so the same claims
+//!   can arrive under several token strings: a verified-token cache keyed by a hash of the token
+//!   is fine (each string is verified once), but single-use checks (one-time tokens, DPoP proofs,
+//!   logout tokens) must key on `jti`, never on the token's hash.
 
 use std::fmt;
 

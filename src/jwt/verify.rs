@@ -265,6 +265,11 @@ impl Verified {
 }
 
 /// ID token validation, OpenID Connect Core 1.0 §3.1.3.7.
+///
+/// `typ`, when present, must not name another kind of JWT: `at+jwt` (an access token presented
+/// as an ID token), `dpop+jwt`, `logout+jwt`, `secevent+jwt`, `token-introspection+jwt`,
+/// `jwt-bearer+jwt` are refused; absent, `JWT` and anything else are accepted, since OIDC Core
+/// does not type ID tokens.
 #[derive(Debug, Clone)]
 pub struct IdTokenValidation {
     base: Validation,
