@@ -20,6 +20,7 @@ pub mod abi;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod jwt;

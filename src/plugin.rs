@@ -1,18 +1,118 @@
-//! The request pipeline: one request in, one decision out (being written; this is the
-//! foundation's placeholder behaviour: everything is refused with 401).
+//! The request pipeline: one request in, one decision out.
+//!
+//! Order matters and is the same for every request:
+//!
+//! 1. Inbound copies of the identity headers we set (`X-Forwarded-User`, configured claim
+//!    headers) are removed **before anything else**, so no path — excluded, preflight, error —
+//!    ever forwards a client-supplied identity.
+//! 2. The plugin's own endpoints (health, metrics, login callback, logout, back-channel logout)
+//!    are matched on the normalised path.
+//! 3. CORS preflight (when `skipAuthPreflight`) and `excludedURLs` pass without authentication.
+//! 4. A bearer token (`Authorization: Bearer|DPoP`) when bearer tokens are enabled, else the
+//!    session cookie; then the access policy; then the identity headers are set.
+//! 5. Without credentials: browsers are sent to the provider when login is configured; API
+//!    clients (and browsers without login) get 401 with `WWW-Authenticate`.
+//!
+//! After every request the store's connections are closed (sockets never outlive a request) and
+//! what happened is logged through the host.
 
-use crate::http::{Exchange, LogLevel};
+use std::net::IpAddr;
+use std::rc::Rc;
 
-/// The per-instance plugin state.
+use serde_json::{Map, Value};
+
+use crate::auth::provider::{Deps, ProviderState};
+use crate::auth::{backchannel, bearer, oidc, policy, session};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, Platform};
+use crate::http::path::{normalize, split_target, under_prefix, NormalPath};
+use crate::http::{cookie, Exchange, LogLevel};
+use crate::net::http::Fetch;
+use crate::response::Response;
+use crate::store::{Mode, SealKey, Sealer, TieredConfig, TieredStore, L2};
+
+/// Largest request body read by the plugin's own endpoints (back-channel logout).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The per-instance plugin: ready, or refusing everything because its configuration was refused.
 pub struct Plugin {
+    inner: Inner,
     startup: Vec<(LogLevel, String)>,
 }
 
+enum Inner {
+    Ready(Box<Guard>),
+    Misconfigured { logged: bool, summary: String },
+}
+
 impl Plugin {
-    /// Builds the plugin from the middleware's JSON configuration. Never fails: an invalid
-    /// configuration yields a plugin that refuses every request.
-    pub fn from_host_config(_json: &[u8]) -> Plugin {
-        Plugin { startup: vec![(LogLevel::Info, "oidc-guard: starting".to_string())] }
+    /// Builds the plugin from the middleware's JSON configuration, the guest's environment and
+    /// its mounted files. Never fails: an invalid configuration yields a plugin that answers 500
+    /// to every request (it never forwards), and the reasons are logged at start-up.
+    pub fn from_host_config(json: &[u8]) -> Plugin {
+        let env = |k: &str| std::env::var(k).ok();
+        let read = |p: &str| std::fs::read(p);
+        let platform = Platform { bridge_present: cfg!(feature = "bridge") };
+        match Config::parse(json, &env, &read, platform) {
+            Ok(cfg) => match Parts::for_host(&cfg) {
+                Ok(parts) => Plugin::with_parts(cfg, parts),
+                Err(msg) => Plugin::refusing(cfg.warnings.clone(), msg),
+            },
+            Err(e) => Plugin::misconfigured(&e),
+        }
+    }
+
+    /// A plugin refusing every request because of `e`.
+    pub fn misconfigured(e: &ConfigError) -> Plugin {
+        let mut startup = vec![(
+            LogLevel::Error,
+            format!(
+                "oidc-guard: configuration refused ({} problem(s)); every request on this route is refused with 500 until it is fixed",
+                e.errors().len()
+            ),
+        )];
+        for ke in e.errors() {
+            startup.push((LogLevel::Error, format!("oidc-guard: configuration: {ke}")));
+        }
+        Plugin {
+            inner: Inner::Misconfigured { logged: false, summary: e.to_string() },
+            startup,
+        }
+    }
+
+    fn refusing(warnings: Vec<String>, msg: String) -> Plugin {
+        let mut startup: Vec<(LogLevel, String)> =
+            warnings.into_iter().map(|w| (LogLevel::Warn, format!("oidc-guard: {w}"))).collect();
+        startup.push((LogLevel::Error, format!("oidc-guard: {msg}; every request is refused with 500")));
+        Plugin { inner: Inner::Misconfigured { logged: false, summary: msg }, startup }
+    }
+
+    /// A plugin over explicit parts (the host's real ones, or test doubles).
+    pub fn with_parts(cfg: Config, parts: Parts) -> Plugin {
+        let mut startup: Vec<(LogLevel, String)> = cfg
+            .warnings
+            .iter()
+            .map(|w| (LogLevel::Warn, format!("oidc-guard: {w}")))
+            .collect();
+        match Guard::new(cfg, parts) {
+            Ok(g) => {
+                startup.push((
+                    LogLevel::Info,
+                    format!(
+                        "oidc-guard: ready (identity {}, store mode {})",
+                        g.cfg.identity(),
+                        g.store.mode().as_str()
+                    ),
+                ));
+                Plugin { inner: Inner::Ready(Box::new(g)), startup }
+            }
+            Err(msg) => {
+                let mut p = Plugin::refusing(Vec::new(), msg);
+                startup.append(&mut p.startup);
+                p.startup = startup;
+                p
+            }
+        }
     }
 
     /// Lines to log once when the instance starts.
@@ -22,11 +122,549 @@ impl Plugin {
 
     /// Handles one request; `true` forwards it to the next handler.
     pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
-        ex.send(
-            401,
-            &[("WWW-Authenticate".to_string(), "Bearer".to_string())],
-            b"unauthorized\n",
-        );
-        false
+        match &mut self.inner {
+            Inner::Ready(g) => g.handle(ex),
+            Inner::Misconfigured { logged, summary } => {
+                if !*logged {
+                    ex.log(LogLevel::Error, &format!("oidc-guard: refusing requests: {summary}"));
+                    *logged = true;
+                }
+                strip_identity_headers_default(ex);
+                Response::misconfigured().send(ex);
+                false
+            }
+        }
+    }
+
+    /// The ready guard, if the configuration was accepted (for tests and benchmarks).
+    pub fn guard(&mut self) -> Option<&mut Guard> {
+        match &mut self.inner {
+            Inner::Ready(g) => Some(g),
+            Inner::Misconfigured { .. } => None,
+        }
     }
 }
+
+/// The replaceable parts of a guard: time, the L2, the HTTP client.
+pub struct Parts {
+    /// Wall clock.
+    pub clock: Rc<dyn Clock>,
+    /// The L2 (Redis client or host bridge), if any.
+    pub l2: Option<Box<dyn L2>>,
+    /// The HTTP client for the provider.
+    pub fetch: Box<dyn Fetch>,
+}
+
+impl Parts {
+    /// The host's parts: the WasmEdge-socket Redis client and HTTP client in the Traefik
+    /// artifact, the host bridge in the bridge artifact; natively, no L2 and no network.
+    ///
+    /// # Errors
+    /// A message when the Redis client cannot be built from the configuration.
+    pub fn for_host(cfg: &Config) -> Result<Parts, String> {
+        Ok(Parts { clock: Rc::new(SystemClock), l2: host::l2(cfg)?, fetch: host::fetch(cfg) })
+    }
+}
+
+/// Secrets derived from `sessionEncryptionKey` (HKDF, one key per purpose).
+pub struct Keys {
+    /// Keys opening session cookies, newest first (the first seals).
+    pub session: Vec<[u8; 32]>,
+    /// Keys opening login-flow (state) cookies, newest first.
+    pub flow: Vec<[u8; 32]>,
+    /// The key sealing values in the L2 (sessions tickets, refresh results, cached documents).
+    pub store: Option<[u8; 32]>,
+}
+
+impl Keys {
+    fn from_config(cfg: &Config) -> Keys {
+        let secrets: Vec<&str> = cfg
+            .browser
+            .as_ref()
+            .map(|b| b.session.keys.all().map(|s| s.expose()).collect())
+            .unwrap_or_default();
+        let derive = |info: &str| -> Vec<[u8; 32]> {
+            secrets.iter().map(|s| crate::crypto::derive_key(s.as_bytes(), info)).collect()
+        };
+        Keys {
+            session: derive("session-cookie"),
+            flow: derive("login-flow-cookie"),
+            store: secrets.first().map(|s| crate::crypto::derive_key(s.as_bytes(), "store-envelope")),
+        }
+    }
+}
+
+/// A ready guard: the configuration and everything that lives as long as the instance.
+pub struct Guard {
+    /// The validated configuration.
+    pub cfg: Rc<Config>,
+    /// Wall clock.
+    pub clock: Rc<dyn Clock>,
+    /// The two-tier store.
+    pub store: TieredStore,
+    /// HTTP client for the provider.
+    pub fetch: Box<dyn Fetch>,
+    /// Discovery and keys.
+    pub provider: ProviderState,
+    /// Derived secrets.
+    pub keys: Keys,
+    /// Bearer-token caches.
+    pub bearer: bearer::BearerState,
+    /// Session bookkeeping (revocation checks, refresh).
+    pub sessions: session::SessionState,
+    /// Log lines produced while handling the current request.
+    pub log: Vec<(LogLevel, String)>,
+    /// Headers removed from every request before anything else.
+    strip: Vec<String>,
+}
+
+/// One request as the pipeline sees it.
+pub struct Req<'a> {
+    /// The host exchange.
+    pub ex: &'a dyn Exchange,
+    /// Method, upper case.
+    pub method: String,
+    /// The request target as received (path and query).
+    pub target: String,
+    /// The normalised path.
+    pub path: NormalPath,
+    /// The query string, if any.
+    pub query: Option<String>,
+    /// Request cookies.
+    pub cookies: Vec<(String, String)>,
+    /// The TCP peer's address.
+    pub source_ip: Option<IpAddr>,
+    /// `Set-Cookie` values to send with the response (forwarded or not).
+    pub set_cookies: Vec<String>,
+}
+
+impl Req<'_> {
+    /// Whether the client is a browser navigating (gets a login redirect or an HTML page)
+    /// rather than an API or XHR client (gets 401 with `WWW-Authenticate`).
+    pub fn is_browser_navigation(&self) -> bool {
+        if !matches!(self.method.as_str(), "GET" | "HEAD") {
+            return false;
+        }
+        if self.ex.header("authorization").is_some() {
+            return false;
+        }
+        let lower = |n: &str| self.ex.header(n).map(|v| v.to_ascii_lowercase()).unwrap_or_default();
+        let mode = lower("sec-fetch-mode");
+        if !mode.is_empty() && mode != "navigate" {
+            return false;
+        }
+        if lower("x-requested-with") == "xmlhttprequest" {
+            return false;
+        }
+        let accept = lower("accept");
+        if accept.contains("application/json") && !accept.contains("text/html") {
+            return false;
+        }
+        mode == "navigate" || accept.contains("text/html") || accept.is_empty() || accept.contains("*/*")
+    }
+
+    /// The clean normalised path, or `None` when ambiguous.
+    pub fn clean_path(&self) -> Option<&str> {
+        self.path.as_clean()
+    }
+}
+
+/// Who the request is from, once authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The claims the policy and the identity headers read.
+    pub claims: Map<String, Value>,
+    /// How the request authenticated.
+    pub via: Via,
+    /// An access token to forward upstream, if configured and available.
+    pub access_token: Option<String>,
+}
+
+/// How a request authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A session cookie (browser login).
+    Session,
+    /// A bearer (or DPoP-bound) access token.
+    Bearer,
+}
+
+/// What an authentication method decided.
+pub enum Outcome {
+    /// Authenticated.
+    Authenticated(Identity),
+    /// Answer with this response.
+    Reply(Response),
+    /// This method does not apply to the request (no credential of its kind).
+    NotPresent,
+}
+
+impl Guard {
+    /// Builds the guard.
+    ///
+    /// # Errors
+    /// A message when a part cannot be built from a configuration that parsed (e.g. the static
+    /// JWKS has no usable key).
+    pub fn new(cfg: Config, parts: Parts) -> Result<Guard, String> {
+        let keys = Keys::from_config(&cfg);
+        let provider = ProviderState::new(&cfg).map_err(|e| format!("jwks: {e}"))?;
+        let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
+        let mut strip = vec![cfg.upstream.user_header.clone()];
+        for h in &cfg.upstream.claim_headers {
+            if !strip.iter().any(|s| s.eq_ignore_ascii_case(&h.header)) {
+                strip.push(h.header.clone());
+            }
+        }
+        Ok(Guard {
+            bearer: bearer::BearerState::new(&cfg),
+            sessions: session::SessionState::new(&cfg),
+            cfg: Rc::new(cfg),
+            clock: parts.clock,
+            store,
+            fetch: parts.fetch,
+            provider,
+            keys,
+            log: Vec::new(),
+            strip,
+        })
+    }
+
+    /// Handles one request; `true` forwards it.
+    pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
+        for h in &self.strip {
+            ex.remove_header(h);
+        }
+        let mut req = self.request(ex);
+        let result = self.route(&mut req);
+        let forward = match result {
+            Step::Forward => {
+                for c in &req.set_cookies {
+                    ex.add_response_header("Set-Cookie", c);
+                }
+                true
+            }
+            Step::Reply(resp) => {
+                resp.with_cookies(&req.set_cookies).send(ex);
+                false
+            }
+        };
+        self.finish(ex);
+        forward
+    }
+
+    fn request<'a>(&self, ex: &'a dyn Exchange) -> Req<'a> {
+        let target = ex.uri();
+        let (_, query) = split_target(&target);
+        let query = query.map(str::to_string);
+        let source_ip = source_ip(&ex.source_addr());
+        Req {
+            method: ex.method().to_ascii_uppercase(),
+            path: normalize(&target),
+            query,
+            cookies: cookie::parse(&ex.header_values("cookie")),
+            source_ip,
+            target,
+            ex,
+            set_cookies: Vec::new(),
+        }
+    }
+
+    fn route(&mut self, req: &mut Req<'_>) -> Step {
+        let path = req.clean_path().map(str::to_string);
+        // The plugin's own endpoints, matched exactly on the clean path.
+        if let Some(p) = path.as_deref() {
+            if let Some(step) = self.own_endpoint(p, req) {
+                return step;
+            }
+        }
+        // CORS preflight (opt-in): OPTIONS with Origin and Access-Control-Request-Method.
+        if self.cfg.skip_auth_preflight
+            && req.method == "OPTIONS"
+            && req.ex.header("origin").is_some()
+            && req.ex.header("access-control-request-method").is_some()
+        {
+            return Step::Forward;
+        }
+        // excludedURLs: only clean paths can be excluded (encoded slashes, backslashes and
+        // double encoding never match).
+        if let Some(p) = path.as_deref() {
+            if self.cfg.excluded_urls.iter().any(|prefix| under_prefix(p, prefix)) {
+                return Step::Forward;
+            }
+        }
+        match self.authenticate(req) {
+            Ok(identity) => self.admit(req, identity),
+            Err(resp) => Step::Reply(resp),
+        }
+    }
+
+    fn own_endpoint(&mut self, path: &str, req: &mut Req<'_>) -> Option<Step> {
+        let h = &self.cfg.health;
+        if h.path.as_deref() == Some(path) || h.metrics_path.as_deref() == Some(path) {
+            if !h.allowed_sources.is_empty()
+                && !req.source_ip.map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip))).unwrap_or(false)
+            {
+                return Some(Step::Reply(Response::forbidden(false)));
+            }
+            if h.metrics_path.as_deref() == Some(path) {
+                return Some(Step::Reply(Response::metrics(self.store.snapshot().prometheus())));
+            }
+            // The health check pings the L2 so reachability and latency are current.
+            let _ = self.store.ping();
+            return Some(Step::Reply(Response::json(200, self.store.snapshot().health_json())));
+        }
+        if let Some(bc) = &self.cfg.backchannel_logout {
+            if bc.path == path {
+                return Some(Step::Reply(backchannel::handle(self, req)));
+            }
+        }
+        if let Some(b) = &self.cfg.browser {
+            if b.login.callback.path() == path {
+                return Some(Step::Reply(oidc::callback(self, req)));
+            }
+            if b.login.logout.path() == path {
+                return Some(Step::Reply(oidc::logout(self, req)));
+            }
+        }
+        None
+    }
+
+    fn authenticate(&mut self, req: &mut Req<'_>) -> Result<Identity, Response> {
+        if self.cfg.bearer.is_some() {
+            match bearer::authenticate(self, req) {
+                Outcome::Authenticated(i) => return Ok(i),
+                Outcome::Reply(r) => return Err(r),
+                Outcome::NotPresent => {}
+            }
+        }
+        if self.cfg.browser.is_some() {
+            match session::authenticate(self, req) {
+                Outcome::Authenticated(i) => return Ok(i),
+                Outcome::Reply(r) => return Err(r),
+                Outcome::NotPresent => {}
+            }
+            if req.is_browser_navigation() {
+                return Err(oidc::start_login(self, req));
+            }
+        }
+        if req.is_browser_navigation() && self.cfg.browser.is_none() {
+            return Err(Response::unauthorized_page());
+        }
+        let dpop = self.cfg.bearer.as_ref().map(|b| b.dpop.enabled).unwrap_or(false);
+        Err(Response::unauthorized_api(None, dpop))
+    }
+
+    fn admit(&mut self, req: &mut Req<'_>, identity: Identity) -> Step {
+        if let Err(reason) = policy::check(&self.cfg.policy, &identity.claims) {
+            self.log.push((LogLevel::Info, format!("oidc-guard: access denied: {reason}")));
+            let html = identity.via == Via::Session && req.is_browser_navigation();
+            return Step::Reply(match identity.via {
+                Via::Bearer => Response::forbidden(false).with_header(
+                    "WWW-Authenticate",
+                    "Bearer realm=\"oidc-guard\", error=\"insufficient_scope\"",
+                ),
+                Via::Session => Response::forbidden(html),
+            });
+        }
+        let ex = req.ex;
+        let user = policy::user_value(&self.cfg.policy, &identity.claims);
+        match user {
+            Some(u) => ex.set_header(&self.cfg.upstream.user_header, &sanitize_header_value(&u)),
+            None => {
+                // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
+                self.log.push((
+                    LogLevel::Warn,
+                    format!("oidc-guard: token has no {:?} claim to identify the user", self.cfg.policy.user_claim),
+                ));
+                return Step::Reply(Response::forbidden(req.is_browser_navigation()));
+            }
+        }
+        for h in &self.cfg.upstream.claim_headers {
+            if let Some(v) = policy::claim_string(&identity.claims, &h.claim) {
+                ex.set_header(&h.header, &sanitize_header_value(&v));
+            }
+        }
+        if identity.via == Via::Session {
+            session::prepare_upstream(self, req, &identity);
+        }
+        Step::Forward
+    }
+
+    fn finish(&mut self, ex: &dyn Exchange) {
+        self.store.end_request();
+        self.fetch.end_request();
+        for ev in self.store.drain_events() {
+            self.log.push((LogLevel::Warn, format!("oidc-guard: store: {ev}")));
+        }
+        for (level, line) in self.log.drain(..) {
+            ex.log(level, &line);
+        }
+    }
+
+    /// Provider dependencies split from the rest of the guard (borrow helper).
+    pub fn provider_deps(&mut self) -> (&mut ProviderState, Deps<'_>) {
+        (
+            &mut self.provider,
+            Deps { fetch: &mut *self.fetch, store: &mut self.store, clock: &*self.clock, log: &mut self.log },
+        )
+    }
+}
+
+enum Step {
+    Forward,
+    Reply(Response),
+}
+
+fn build_store(cfg: &Config, keys: &Keys, l2: Option<Box<dyn L2>>, clock: Rc<dyn Clock>) -> TieredStore {
+    let s = &cfg.store;
+    let mode = match s.mode {
+        crate::config::StoreMode::Memory => Mode::Memory,
+        crate::config::StoreMode::Redis => Mode::Redis,
+        crate::config::StoreMode::Hybrid => Mode::Hybrid,
+    };
+    let mut tc = TieredConfig::new(mode, cfg.identity());
+    tc.key_prefix = s.key_prefix.clone();
+    tc.l1.max_entries = s.l1_max_entries;
+    tc.l1.max_bytes = s.l1_max_bytes;
+    tc.fallback = match s.fallback {
+        crate::config::Fallback::L1 => crate::store::Fallback::L1,
+        crate::config::Fallback::Deny => crate::store::Fallback::Deny,
+    };
+    match &s.breaker {
+        Some(b) => {
+            tc.breaker.threshold = b.threshold;
+            tc.breaker.timeout = b.timeout;
+        }
+        None => tc.breaker.threshold = 0,
+    }
+    if let Some(r) = &cfg.redis {
+        tc.max_retries = r.max_retries;
+    }
+    if let Some(b) = &cfg.browser {
+        tc.l1_max_ttl = b.session.revocation_check_interval;
+        tc.negative_ttl = b.session.revocation_check_interval;
+    }
+    tc.insecure_accept_per_instance = cfg.replay.insecure_allow_per_instance;
+    let sealer = match &keys.store {
+        Some(k) => Sealer::aead(&SealKey::new(*k)),
+        None => Sealer::integrity(),
+    };
+    let l2 = if mode == Mode::Memory { None } else { l2 };
+    TieredStore::new(tc, l2, sealer, clock)
+}
+
+/// Removes CR, LF and other control characters from a value going into a request header, and
+/// bounds its length.
+pub fn sanitize_header_value(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).take(4096).collect()
+}
+
+fn strip_identity_headers_default(ex: &dyn Exchange) {
+    ex.remove_header("X-Forwarded-User");
+}
+
+fn source_ip(addr: &str) -> Option<IpAddr> {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    addr.parse::<IpAddr>().ok()
+}
+
+/// The Redis client options for a configuration with `redis.*` (none without).
+pub fn redis_options(cfg: &Config) -> Option<crate::resp::RedisOptions> {
+    use crate::config::Topology;
+    use crate::resp::{Password, RedisOptions, SentinelOptions};
+    let r = cfg.redis.as_ref()?;
+    let (addresses, sentinel, cluster_mode, max_redirects) = match &r.topology {
+        Topology::Standalone(hp) => (vec![hp.to_string()], None, false, 0),
+        Topology::Sentinel { hosts, master, username, password } => (
+            Vec::new(),
+            Some(SentinelOptions {
+                hosts: hosts.iter().map(ToString::to_string).collect(),
+                master: master.clone(),
+                username: username.clone(),
+                password: password.as_ref().map(|p| Password::new(p.expose())),
+            }),
+            false,
+            0,
+        ),
+        Topology::Cluster { seeds, max_redirects } => {
+            (seeds.iter().map(ToString::to_string).collect(), None, true, *max_redirects)
+        }
+    };
+    let tls = r.tls.as_ref().map(|t| {
+        let mut o = crate::net::tls::TlsOptions::new();
+        o.ca_pem = t.ca_pem.clone();
+        o.client_cert_pem = t.client_cert_pem.clone();
+        o.client_key_pem = t.client_key_pem.as_ref().map(|k| k.expose().as_bytes().to_vec());
+        o.insecure_skip_verify = t.insecure_skip_verify;
+        o.server_name = t.server_name.clone();
+        o
+    });
+    Some(RedisOptions {
+        addresses,
+        username: r.username.clone(),
+        password: r.password.as_ref().map(|p| Password::new(p.expose())),
+        db: r.db,
+        tls,
+        sentinel,
+        cluster_mode,
+        max_redirects,
+        max_retries: r.max_retries,
+        timeouts: crate::net::Timeouts { connect: r.dial_timeout, read: r.read_timeout, write: r.write_timeout },
+    })
+}
+
+/// How the host's parts are built for each artifact.
+mod host {
+    use crate::config::Config;
+    use crate::net::http::Fetch;
+    use crate::store::L2;
+
+    /// No network natively (tests inject their own parts), but the Redis options are still
+    /// checked so that a native run reports the same configuration errors as the guest.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn l2(cfg: &Config) -> Result<Option<Box<dyn L2>>, String> {
+        if let Some(opts) = super::redis_options(cfg) {
+            crate::resp::RedisClient::new(&opts, crate::net::StdDialer).map_err(|e| format!("redis: {e}"))?;
+        }
+        Ok(None)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn fetch(_cfg: &Config) -> Box<dyn Fetch> {
+        Box::new(crate::net::http::Unreachable)
+    }
+
+    #[cfg(all(target_arch = "wasm32", feature = "bridge"))]
+    pub fn l2(_cfg: &Config) -> Result<Option<Box<dyn L2>>, String> {
+        Ok(Some(Box::new(crate::abi::bridge::BridgeL2::host())))
+    }
+
+    #[cfg(all(target_arch = "wasm32", feature = "bridge"))]
+    pub fn fetch(_cfg: &Config) -> Box<dyn Fetch> {
+        Box::new(crate::abi::bridge::BridgeFetch)
+    }
+
+    #[cfg(all(target_arch = "wasm32", not(feature = "bridge")))]
+    pub fn l2(cfg: &Config) -> Result<Option<Box<dyn L2>>, String> {
+        let Some(opts) = super::redis_options(cfg) else {
+            return Ok(None);
+        };
+        let client = crate::resp::RedisClient::new(&opts, crate::net::tcp::WasiDialer).map_err(|e| format!("redis: {e}"))?;
+        Ok(Some(Box::new(client)))
+    }
+
+    #[cfg(all(target_arch = "wasm32", not(feature = "bridge")))]
+    pub fn fetch(cfg: &Config) -> Box<dyn Fetch> {
+        let p = &cfg.provider;
+        Box::new(crate::net::http::NetFetch::new(
+            Box::new(crate::net::tcp::WasiDialer),
+            Some(p.ca_pem.clone()),
+            p.insecure_skip_verify,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,9 @@
 //! Authentication and authorization: the provider (discovery, keys), browser login, sessions,
 //! bearer tokens, DPoP, logout, and the access policy.
 
+pub mod backchannel;
+pub mod bearer;
+pub mod oidc;
+pub mod policy;
 pub mod provider;
+pub mod session;

@@ -301,6 +301,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A [`Fetch`] with no network (native builds without injected parts): every request fails.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unreachable;
+
+impl Fetch for Unreachable {
+    fn fetch(&mut self, _req: &HttpRequest) -> Result<HttpResponse, FetchError> {
+        Err(FetchError::Connect("no network in this build".into()))
+    }
+}
+
 /// [`Fetch`] over a [`super::Dialer`] (WasmEdge sockets in the Traefik artifact, `std::net` in
 /// tests), with TLS from [`super::tls`] for `https` URLs. One connection per request.
 pub struct NetFetch {
