@@ -6,4 +6,5 @@ pub mod bearer;
 pub mod oidc;
 pub mod policy;
 pub mod provider;
+pub mod revocation;
 pub mod session;

@@ -1,0 +1,118 @@
+//! Revocation markers in the store, shared by RP-initiated logout, back-channel logout and the
+//! session check.
+//!
+//! Keys (namespace [`Namespace::REVOCATION`]):
+//! - `s:<session id>`: one of our sessions ended (RP-initiated logout at `logoutURL`);
+//! - `p:<sid>`: the provider's session `sid` ended (back-channel logout with `sid`);
+//! - `u:<sub>`: every session of `sub` established before the stored time (ms) ended
+//!   (back-channel logout without `sid`).
+//!
+//! Writes must reach the L2 (class [`Class::Revocation`]); reads go through the tiered store, whose
+//! hybrid L1 keeps both hits and misses for at most the revocation-check interval
+//! (`revocationCheckInterval`, default 5 s), so each instance asks the L2 at most once per
+//! interval per key and a logout is seen by every replica within that interval.
+
+use std::time::Duration;
+
+use crate::store::{Class, Namespace, StoreError, TieredStore};
+
+fn sid_key(session_id: &str) -> String {
+    format!("s:{session_id}")
+}
+
+fn provider_sid_key(sid: &str) -> String {
+    format!("p:{sid}")
+}
+
+fn sub_key(sub: &str) -> String {
+    format!("u:{sub}")
+}
+
+/// Marks one of our sessions as ended.
+///
+/// # Errors
+/// [`StoreError`] when the marker could not be written to the L2 (it is still recorded in this
+/// instance's L1).
+pub fn revoke_session(store: &mut TieredStore, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    store.set(Namespace::REVOCATION, &sid_key(session_id), b"1", ttl, Class::Revocation)
+}
+
+/// Marks the provider session `sid` as ended (back-channel logout).
+///
+/// # Errors
+/// As [`revoke_session`].
+pub fn revoke_provider_sid(store: &mut TieredStore, sid: &str, ttl: Duration) -> Result<(), StoreError> {
+    store.set(Namespace::REVOCATION, &provider_sid_key(sid), b"1", ttl, Class::Revocation)
+}
+
+/// Ends every session of `sub` established at or before `at_ms` (back-channel logout by `sub`).
+///
+/// # Errors
+/// As [`revoke_session`].
+pub fn revoke_subject(store: &mut TieredStore, sub: &str, at_ms: u64, ttl: Duration) -> Result<(), StoreError> {
+    store.set(Namespace::REVOCATION, &sub_key(sub), at_ms.to_string().as_bytes(), ttl, Class::Revocation)
+}
+
+/// A session as the revocation check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRef<'a> {
+    /// Our session id.
+    pub session_id: &'a str,
+    /// The provider's `sid` from the ID token, if any.
+    pub provider_sid: Option<&'a str>,
+    /// The subject.
+    pub sub: &'a str,
+    /// When the session was established (ms since the epoch).
+    pub login_ms: u64,
+}
+
+/// Whether the session has been revoked.
+///
+/// # Errors
+/// [`StoreError`] when the store cannot answer (the caller decides: the fallback policy has
+/// already been applied by the store).
+pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, StoreError> {
+    if store.get(Namespace::REVOCATION, &sid_key(s.session_id))?.is_some() {
+        return Ok(true);
+    }
+    if let Some(sid) = s.provider_sid {
+        if store.get(Namespace::REVOCATION, &provider_sid_key(sid))?.is_some() {
+            return Ok(true);
+        }
+    }
+    if let Some(v) = store.get(Namespace::REVOCATION, &sub_key(s.sub))? {
+        let at: u64 = std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+        if s.login_ms <= at {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::{Mode, Sealer, TieredConfig};
+    use std::rc::Rc;
+
+    #[test]
+    fn markers() {
+        let clock = Rc::new(ManualClock::new(1_000_000));
+        let mut st = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::integrity(), clock);
+        let s = SessionRef { session_id: "a", provider_sid: Some("p1"), sub: "alice", login_ms: 500 };
+        assert!(!is_revoked(&mut st, s).unwrap());
+        revoke_session(&mut st, "b", Duration::from_secs(60)).unwrap();
+        assert!(!is_revoked(&mut st, s).unwrap());
+        revoke_provider_sid(&mut st, "p1", Duration::from_secs(60)).unwrap();
+        assert!(is_revoked(&mut st, s).unwrap());
+        let s2 = SessionRef { session_id: "c", provider_sid: None, sub: "bob", login_ms: 500 };
+        revoke_subject(&mut st, "bob", 400, Duration::from_secs(60)).unwrap();
+        assert!(!is_revoked(&mut st, s2).unwrap(), "a login after the logout stays valid");
+        revoke_subject(&mut st, "bob", 600, Duration::from_secs(60)).unwrap();
+        assert!(is_revoked(&mut st, s2).unwrap());
+        revoke_session(&mut st, "a", Duration::from_secs(60)).unwrap();
+        assert!(is_revoked(&mut st, SessionRef { provider_sid: None, ..s }).unwrap());
+    }
+}
