@@ -1,6 +1,7 @@
 //! The host key/value bridge `oidc_guard_bridge_v1` (wit/README.md), imported by the bridge
 //! artifact: the FFI (only with feature `bridge` on wasm32), [`BridgeL2`], an [`L2`] over it
-//! that validates every reply, and [`fetch`], one HTTP exchange performed by the host.
+//! that validates every reply, and `fetch` / [`fetch_with`] / `BridgeFetch` (a
+//! [`crate::net::http::Fetch`]): one HTTP exchange performed by the host.
 //!
 //! Nothing the host answers is trusted: an unknown status, a length that is negative, above
 //! [`MAX_REPLY`], or that does not fit twice in a row, a TTL below -1, or a fetch document that
@@ -261,6 +262,15 @@ fn status_error(op: &str, s: i32) -> StoreError {
     }
 }
 
+/// A value read through the bridge, with its remaining time to live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// The remaining time to live; `None` when the key has no expiry.
+    pub ttl: Option<Duration>,
+}
+
 /// An [`L2`] over the host bridge. Each method is one host call (two when a value does not fit
 /// the first buffer), and the host call is synchronous and private to this instance, so a reply
 /// cannot belong to another request; set-if-absent therefore trusts the host's atomic
@@ -327,22 +337,16 @@ impl<B: RawBridge> BridgeL2<B> {
         Ok(key.as_bytes())
     }
 
-    /// The value under `key` and its remaining time to live (`None`: no expiry).
+    /// The value under `key` and its remaining time to live.
     ///
     /// # Errors
     /// [`StoreError`] for a failed or malformed reply.
-    pub fn get_with_ttl(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+    pub fn get_with_ttl(&mut self, key: &str) -> Result<Option<Entry>, StoreError> {
         let r = self.get_with_ttl_inner(key);
         self.count(r)
     }
 
-    fn get_with_ttl_inner(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+    fn get_with_ttl_inner(&mut self, key: &str) -> Result<Option<Entry>, StoreError> {
         let k = self.key(key)?;
         let mut ttl: i64 = i64::MIN;
         let r = sized_call(&mut self.raw, FIRST_VALUE_BUFFER, true, |raw, buf, len| {
@@ -371,7 +375,7 @@ impl<B: RawBridge> BridgeL2<B> {
                 )))
             }
         };
-        Ok(Some((value, ttl)))
+        Ok(Some(Entry { value, ttl }))
     }
 
     fn set_inner(
@@ -414,7 +418,7 @@ impl<B: RawBridge> BridgeL2<B> {
 
 impl<B: RawBridge> L2 for BridgeL2<B> {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.get_with_ttl(key)?.map(|(v, _)| v))
+        Ok(self.get_with_ttl(key)?.map(|e| e.value))
     }
 
     fn set(&mut self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -630,6 +634,55 @@ pub fn fetch(req: &HttpRequest) -> Result<HttpResponse, FetchError> {
     fetch_with(&mut HostBridge, req)
 }
 
+/// [`crate::net::http::Fetch`] through the host's `http_fetch`: the bridge artifact's way to
+/// reach the identity provider (the host does the I/O).
+#[cfg(all(feature = "bridge", target_arch = "wasm32"))]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BridgeFetch;
+
+#[cfg(all(feature = "bridge", target_arch = "wasm32"))]
+impl crate::net::http::Fetch for BridgeFetch {
+    fn fetch(
+        &mut self,
+        req: &crate::net::http::HttpRequest,
+    ) -> Result<crate::net::http::HttpResponse, crate::net::http::FetchError> {
+        fetch_net(&mut HostBridge, req)
+    }
+}
+
+/// [`fetch_with`] with the types of [`crate::net::http`].
+///
+/// # Errors
+/// [`crate::net::http::FetchError`]: `Timeout`, `Connect` for a transport failure the host
+/// reports, `Protocol` for a malformed reply.
+pub fn fetch_net<B: RawBridge>(
+    raw: &mut B,
+    req: &crate::net::http::HttpRequest,
+) -> Result<crate::net::http::HttpResponse, crate::net::http::FetchError> {
+    use crate::net::http::FetchError as NetError;
+    let r = fetch_with(
+        raw,
+        &HttpRequest {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            headers: req.headers.clone(),
+            body: (!req.body.is_empty()).then(|| req.body.clone()),
+            timeout: Duration::from_millis(req.timeout_ms),
+        },
+    )
+    .map_err(|e| match e {
+        FetchError::Timeout => NetError::Timeout,
+        FetchError::Invalid => NetError::Url(e.to_string()),
+        FetchError::Protocol(_) | FetchError::TooLarge => NetError::Protocol(e.to_string()),
+        other => NetError::Connect(other.to_string()),
+    })?;
+    Ok(crate::net::http::HttpResponse {
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -709,10 +762,19 @@ mod tests {
         );
         assert_eq!(
             l2.get_with_ttl("k").unwrap(),
-            Some((b"abc".to_vec(), Some(Duration::from_millis(1500))))
+            Some(Entry {
+                value: b"abc".to_vec(),
+                ttl: Some(Duration::from_millis(1500))
+            })
         );
         assert_eq!(l2.get("k").unwrap(), None);
-        assert_eq!(l2.get_with_ttl("k").unwrap(), Some((b"x".to_vec(), None)));
+        assert_eq!(
+            l2.get_with_ttl("k").unwrap(),
+            Some(Entry {
+                value: b"x".to_vec(),
+                ttl: None
+            })
+        );
     }
 
     #[test]
@@ -851,6 +913,28 @@ mod tests {
         assert!(matches!(
             fetch_with(&mut raw, &req),
             Err(FetchError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn fetch_net_maps_to_the_http_client_errors() {
+        use crate::net::http::{FetchError as NetError, HttpRequest as NetRequest};
+        let ok = br#"{"status":201,"headers":[],"body":""}"#;
+        let mut raw = Scripted::default()
+            .then(0, Some(ok.len() as i32), ok, None)
+            .then(-1, None, b"", None)
+            .then(-2, None, b"", None)
+            .then(0, Some(3), b"xyz", None);
+        let req = NetRequest::get_json("http://127.0.0.1:1/x", 1000);
+        assert_eq!(fetch_net(&mut raw, &req).unwrap().status, 201);
+        assert!(matches!(
+            fetch_net(&mut raw, &req),
+            Err(NetError::Connect(_))
+        ));
+        assert_eq!(fetch_net(&mut raw, &req), Err(NetError::Timeout));
+        assert!(matches!(
+            fetch_net(&mut raw, &req),
+            Err(NetError::Protocol(_))
         ));
     }
 }

@@ -358,6 +358,14 @@ fn a_guest_without_the_http_wasm_exports_is_refused() {
 // The plugin artifacts
 // ---------------------------------------------------------------------------------------------
 
+/// The `.traefik.yml` test data: bearer-only, static issuer and inline JWKS.
+fn bearer_only_config() -> Value {
+    json!({"issuer": "https://idp.example.com",
+        "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "sample",
+            "x": "nWMVQCCEQTvvPG_zsXt0WL-tOHa0kAKMOMOOgFuilY8"}]},
+        "bearer": {"enabled": true, "audience": "api"}})
+}
+
 #[test]
 fn the_traefik_artifact_imports_only_its_hosts_modules_and_refuses_unauthenticated_api_calls() {
     let wasm = guests::plugin(guests::Artifact::Traefik).unwrap();
@@ -369,7 +377,10 @@ fn the_traefik_artifact_imports_only_its_hosts_modules_and_refuses_unauthenticat
         );
     }
     assert_ne!(imports.sockets, SocketAbi::V1);
-    let mw = Middleware::builder(&wasm).build().unwrap();
+    let mw = Middleware::builder(&wasm)
+        .config(bearer_only_config())
+        .build()
+        .unwrap();
     let ex = mw.send(Request::get("/api/orders").header("Accept", "application/json"));
     assert_eq!(ex.status, 401, "{}", ex.text());
     assert!(
@@ -392,9 +403,13 @@ fn the_bridge_artifact_builds_and_imports_only_its_hosts_modules() {
             "unexpected import module {m}"
         );
     }
-    let mw = Middleware::builder(&wasm).build().unwrap();
+    let mw = Middleware::builder(&wasm)
+        .config(bearer_only_config())
+        .build()
+        .unwrap();
     let ex = mw.send(Request::get("/api").header("Accept", "application/json"));
     assert!(ex.trap.is_none(), "{:?}", ex.trap);
+    assert_eq!(ex.status, 401, "{}", ex.text());
 }
 
 // ---------------------------------------------------------------------------------------------

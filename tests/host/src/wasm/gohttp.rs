@@ -129,11 +129,10 @@ fn should_escape_path(c: u8) -> bool {
     if c.is_ascii_alphanumeric() {
         return false;
     }
-    match c {
-        b'-' | b'_' | b'.' | b'~' => false,
-        b'$' | b'&' | b'+' | b',' | b'/' | b':' | b';' | b'=' | b'@' => false,
-        _ => true,
-    }
+    !matches!(
+        c,
+        b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b',' | b'/' | b':' | b';' | b'=' | b'@'
+    )
 }
 
 /// `url.validEncoded(s, encodePath)`.

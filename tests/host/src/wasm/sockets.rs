@@ -628,7 +628,7 @@ fn poll_sockets(
             .collect();
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(_) | Err(SysErrno::INTR) => {}
-            Err(e) => return Ok(wasi_errno(e)?),
+            Err(e) => return wasi_errno(e),
         }
         if let (Some(i), Some(d)) = (timeout_idx, deadline) {
             if d < Instant::now() + Duration::from_millis(1) && events[i].is_none() {

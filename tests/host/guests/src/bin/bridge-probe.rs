@@ -9,7 +9,8 @@ mod guest {
     use std::time::Duration;
 
     use base64::Engine as _;
-    use oidc_guard::abi::bridge::{fetch, BridgeL2, HttpRequest};
+    use oidc_guard::abi::bridge::{BridgeFetch, BridgeL2};
+    use oidc_guard::net::http::{Fetch, HttpRequest};
     use oidc_guard::store::L2;
     use oidc_guard_test_guests::hh::{self, REQ};
     use serde_json::{json, Value};
@@ -30,12 +31,15 @@ mod guest {
         let mut l2 = BridgeL2::host();
         let r = match op {
             "get" => l2.get_with_ttl(&key).map(|v| match v {
-                Some((v, ttl)) => json!({"ok": true, "found": true, "value": b64.encode(&v),
-                    "text": String::from_utf8_lossy(&v), "ttlMs": ttl.map(|t| t.as_millis() as u64)}),
+                Some(e) => json!({"ok": true, "found": true, "value": b64.encode(&e.value),
+                    "text": String::from_utf8_lossy(&e.value),
+                    "ttlMs": e.ttl.map(|t| t.as_millis() as u64)}),
                 None => json!({"ok": true, "found": false}),
             }),
             "set" => l2.set(&key, &value, ttl).map(|()| json!({"ok": true})),
-            "setnx" => l2.set_if_absent(&key, &value, ttl).map(|won| json!({"ok": true, "stored": won})),
+            "setnx" => l2
+                .set_if_absent(&key, &value, ttl)
+                .map(|won| json!({"ok": true, "stored": won})),
             "del" => l2.delete(&key).map(|d| json!({"ok": true, "existed": d})),
             "exists" => l2.exists(&key).map(|e| json!({"ok": true, "exists": e})),
             "ttl" => l2.ttl(&key).map(|t| match t {
@@ -43,7 +47,9 @@ mod guest {
                 Some(None) => json!({"ok": true, "found": true, "ttlMs": null}),
                 Some(Some(d)) => json!({"ok": true, "found": true, "ttlMs": d.as_millis() as u64}),
             }),
-            "ping" => l2.ping().map(|rtt| json!({"ok": true, "rttUs": rtt.as_micros() as u64})),
+            "ping" => l2
+                .ping()
+                .map(|rtt| json!({"ok": true, "rttUs": rtt.as_micros() as u64})),
             _ => return json!({"ok": false, "err": "unknown op"}),
         };
         let protocol_errors = l2.protocol_errors();
@@ -78,10 +84,13 @@ mod guest {
             method: doc["method"].as_str().unwrap_or("GET").to_string(),
             url: doc["url"].as_str().unwrap_or("").to_string(),
             headers,
-            body: doc["body"].as_str().map(|b| b.as_bytes().to_vec()),
-            timeout: Duration::from_millis(doc["timeoutMs"].as_u64().unwrap_or(5000)),
+            body: doc["body"]
+                .as_str()
+                .map(|b| b.as_bytes().to_vec())
+                .unwrap_or_default(),
+            timeout_ms: doc["timeoutMs"].as_u64().unwrap_or(5000),
         };
-        match fetch(&req) {
+        match BridgeFetch.fetch(&req) {
             Ok(r) => json!({"ok": true, "status": r.status, "headers": r.headers,
                 "body": String::from_utf8_lossy(&r.body), "bodyLen": r.body.len(), "bodyB64": b64.encode(&r.body)}),
             Err(e) => err(&e, &e),
