@@ -689,10 +689,13 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A host that answers from a script: (status, announced length, bytes written, ttl).
+    /// One scripted answer: status, announced length, bytes written, ttl.
+    type Reply = (i32, Option<i32>, Vec<u8>, Option<i64>);
+
+    /// A host that answers from a script.
     #[derive(Default)]
     struct Scripted {
-        replies: VecDeque<(i32, Option<i32>, Vec<u8>, Option<i64>)>,
+        replies: VecDeque<Reply>,
         calls: Vec<usize>,
     }
 
