@@ -298,6 +298,89 @@ fn trailers_use_the_response_header_map() {
 }
 
 #[test]
+fn envs_and_mounts_reach_the_guest() {
+    let dir = std::env::temp_dir().join(unique("mount"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret.txt");
+    std::fs::write(&file, "s3cret").unwrap();
+    let d = dir.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    let mw = Middleware::builder(probe())
+        .env("OIDC_T", "value")
+        .mount(&format!("{d}:ro"))
+        .build()
+        .unwrap();
+    let v = mw
+        .send(
+            Request::get("/env")
+                .header("x-name", "OIDC_T")
+                .header("x-file", f),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(v["env"], "value");
+    assert_eq!(v["file"]["Ok"], "s3cret", "{v}");
+    assert!(
+        v["write"]["Err"].is_string(),
+        "a read-only mount refused the write: {v}"
+    );
+    // host:guest mounts are fine on the wazero path…
+    let mw = Middleware::builder(probe())
+        .mount(&format!("{d}:/secrets:ro"))
+        .build()
+        .unwrap();
+    let v = mw
+        .send(Request::get("/env").header("x-file", "/secrets/secret.txt"))
+        .json()
+        .unwrap();
+    assert_eq!(v["file"]["Ok"], "s3cret", "{v}");
+    // …but not for a guest with sockets (wasi-go needs host == guest).
+    let err = Middleware::builder(sock_probe())
+        .mount(&format!("{d}:/secrets"))
+        .build()
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("virtual filesystems are not supported"),
+        "{err:#}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn features_enabled_in_start_apply_to_every_request() {
+    let mw = Middleware::builder(probe())
+        .config(json!({"features": "2"}))
+        .build()
+        .unwrap();
+    assert_eq!(mw.features(), 2);
+    // buffer_response is on: get_status_code no longer traps.
+    let ex = mw.send(Request::get("/get-status"));
+    assert_eq!(
+        (ex.status, ex.text()),
+        (200, "200".to_string()),
+        "{:?}",
+        ex.trap
+    );
+}
+
+#[test]
+fn exported_functions_can_be_timed_for_micro_benchmarks() {
+    let mw = probe_mw();
+    let (r, took) = mw
+        .with_instance(|g| g.call::<i32, i32>("bench_spin", 1000))
+        .unwrap();
+    let (r2, _) = mw
+        .with_instance(|g| g.call::<i32, i32>("bench_spin", 1000))
+        .unwrap();
+    assert_eq!(r, r2);
+    assert!(took < Duration::from_secs(1));
+    let ex = mw.send(Request::get("/count"));
+    assert!(ex.timing.handle_request > Duration::ZERO);
+    assert!(ex.timing.total >= ex.timing.handle_request);
+    assert!(ex.memory_bytes >= 64 * 1024);
+}
+
+#[test]
 fn concurrent_requests_run_on_instances_of_their_own_and_instances_are_reused() {
     const N: usize = 8;
     let mw = probe_mw();
@@ -804,6 +887,16 @@ fn wasi_dialer_talks_to_a_real_echo_server_and_closes_its_socket() {
         );
         assert_eq!(v["data"], "six", "{v}");
     }
+}
+
+#[test]
+fn non_socket_wasi_calls_still_reach_wasmtime_wasi_in_a_socket_guest() {
+    let mw = Middleware::builder(sock_probe()).build().unwrap();
+    let ex = mw.send(Request::get("/sleep").header("x-ms", "120"));
+    let v = ex.json().unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["elapsedMs"].as_u64().unwrap() >= 119, "a real sleep: {v}");
+    assert!(String::from_utf8_lossy(&mw.stdout()).contains("slept 120 ms"));
 }
 
 #[test]

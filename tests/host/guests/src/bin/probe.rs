@@ -98,6 +98,16 @@ mod guest {
                 }
             }
             "/leak-ctx" => return 5 << 32,
+            "/env" => {
+                let name = hh::header(REQ, "x-name").unwrap_or_default();
+                let file = hh::header(REQ, "x-file").unwrap_or_default();
+                let out = json!({
+                    "env": std::env::var(&name).ok(),
+                    "file": std::fs::read_to_string(&file).map_err(|e| e.to_string()),
+                    "write": std::fs::write(format!("{file}.new"), b"x").map_err(|e| e.kind().to_string()),
+                });
+                hh::reply_json(200, &out);
+            }
             "/forward" | "/forward-mutate" => {
                 hh::set_header(REQ, "X-Added", "yes");
                 hh::add_header(REQ, "X-Multi", "a");
@@ -177,6 +187,17 @@ mod guest {
             hh::enable(2);
         }
     }
+}
+
+/// A micro-benchmark export: `n` rounds of a cheap hash, for `GuestInstance::call`.
+#[cfg(target_arch = "wasm32")]
+#[no_mangle]
+pub extern "C" fn bench_spin(n: i32) -> i32 {
+    let mut x: u32 = 2166136261;
+    for i in 0..n.max(0) as u32 {
+        x = (x ^ i).wrapping_mul(16777619);
+    }
+    std::hint::black_box(x) as i32
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -102,6 +102,15 @@ mod guest {
             "/dial" => dial(false),
             "/leak" => dial(true),
             "/resolve" => resolve(),
+            "/sleep" => {
+                // Clock-only poll_oneoff and fd_write on stdout: not sockets, so the host hands
+                // them to wasmtime-wasi.
+                let ms = num("x-ms", 100);
+                let start = now_ms();
+                std::thread::sleep(Duration::from_millis(ms));
+                println!("slept {ms} ms");
+                json!({"ok": true, "elapsedMs": (now_ms() - start) as u64})
+            }
             _ => json!({"ok": false, "err": "unknown path"}),
         };
         hh::reply_json(200, &out);
