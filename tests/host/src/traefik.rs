@@ -140,6 +140,10 @@ impl Traefik {
         if !cfg.mounts.is_empty() {
             settings["mounts"] = json!(cfg.mounts);
         }
+        let mut plugin = json!({"moduleName": "oidc-guard"});
+        if settings.as_object().map(|m| !m.is_empty()).unwrap_or(false) {
+            plugin["settings"] = settings;
+        }
         let static_cfg = json!({
             "entryPoints": {
                 "web": {"address": format!("127.0.0.1:{port}")},
@@ -147,7 +151,7 @@ impl Traefik {
             },
             "ping": {"entryPoint": "ping"},
             "providers": {"file": {"filename": dir.join("dynamic.yml"), "watch": false}},
-            "experimental": {"localPlugins": {"guard": {"moduleName": "oidc-guard", "settings": settings}}},
+            "experimental": {"localPlugins": {"guard": plugin}},
             "log": {"level": cfg.log_level.clone().unwrap_or_else(|| "INFO".into()), "noColor": true},
             "global": {"checkNewVersion": false, "sendAnonymousUsage": false},
         });
@@ -169,10 +173,17 @@ impl Traefik {
             cmd.env("GOMAXPROCS", n.to_string());
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn traefik: {e}"));
-        let t = Traefik { child, port, ping_port, dir };
-        wait_for("traefik /ping", Duration::from_secs(30), || {
-            http_status(&format!("http://127.0.0.1:{ping_port}/ping")).filter(|s| *s == 200)
+        let mut t = Traefik { child, port, ping_port, dir };
+        let ping = format!("http://127.0.0.1:{ping_port}/ping");
+        let up = wait_for("traefik /ping", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                return Some(Err(status));
+            }
+            http_status(&ping).filter(|s| *s == 200).map(Ok)
         });
+        if let Err(status) = up {
+            panic!("traefik exited ({status}) at start-up:\n{}", t.log_text());
+        }
         t
     }
 
