@@ -453,6 +453,9 @@ fn bearer_only_config() -> Value {
 fn the_traefik_artifact_imports_only_its_hosts_modules_and_refuses_unauthenticated_api_calls() {
     let wasm = guests::plugin(guests::Artifact::Traefik).unwrap();
     let imports = oidc_guard_testhost::wasm::imports(&wasm).unwrap();
+    for i in &imports.imports {
+        eprintln!("traefik artifact imports {}.{} {}", i.module, i.name, i.signature);
+    }
     for m in imports.modules() {
         assert!(
             m == "http_handler" || m == "wasi_snapshot_preview1",
@@ -480,6 +483,9 @@ fn the_traefik_artifact_imports_only_its_hosts_modules_and_refuses_unauthenticat
 fn the_bridge_artifact_builds_and_imports_only_its_hosts_modules() {
     let wasm = guests::plugin(guests::Artifact::Bridge).unwrap();
     let imports = oidc_guard_testhost::wasm::imports(&wasm).unwrap();
+    for i in &imports.imports {
+        eprintln!("bridge artifact imports {}.{} {}", i.module, i.name, i.signature);
+    }
     for m in imports.modules() {
         assert!(
             m == "http_handler" || m == "wasi_snapshot_preview1" || m == "oidc_guard_bridge_v1",
