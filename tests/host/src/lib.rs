@@ -12,6 +12,7 @@ pub use oidc_guard_backend as backend;
 pub mod browser;
 pub mod idp;
 pub mod servers;
+pub mod tokens;
 pub mod traefik;
 pub mod util;
 pub mod wrk;
