@@ -27,6 +27,9 @@ pub enum BearerError {
     InvalidToken,
     /// The token lacks the privileges required.
     InsufficientScope,
+    /// The DPoP proof is missing, malformed, replayed or does not fit the request (RFC 9449
+    /// §7.1, §12.2): carried by the `DPoP` challenge only.
+    InvalidDpopProof,
 }
 
 impl BearerError {
@@ -35,6 +38,7 @@ impl BearerError {
             BearerError::InvalidRequest => "invalid_request",
             BearerError::InvalidToken => "invalid_token",
             BearerError::InsufficientScope => "insufficient_scope",
+            BearerError::InvalidDpopProof => "invalid_dpop_proof",
         }
     }
 }
@@ -74,13 +78,18 @@ impl Response {
     }
 
     /// 401 for API clients (RFC 6750 §3): `WWW-Authenticate: Bearer realm=…[, error=…]`, and
-    /// `DPoP` (RFC 9449 §7.1) when DPoP is enabled.
+    /// `DPoP` (RFC 9449 §7.1) when DPoP is enabled. `invalid_request` is answered with 400
+    /// (RFC 6750 §3.1); `invalid_dpop_proof` goes on the `DPoP` challenge only, which is then sent
+    /// whatever `dpop` says.
     pub fn unauthorized_api(error: Option<BearerError>, dpop: bool) -> Self {
+        let dpop_only = error == Some(BearerError::InvalidDpopProof);
+        let dpop = dpop || dpop_only;
         let mut challenge = String::from("Bearer realm=\"oidc-guard\"");
-        if let Some(e) = error {
+        if let Some(e) = error.filter(|_| !dpop_only) {
             challenge.push_str(&format!(", error=\"{}\"", e.code()));
         }
-        let mut r = Response::status(401)
+        let status = if error == Some(BearerError::InvalidRequest) { 400 } else { 401 };
+        let mut r = Response::status(status)
             .with_header("WWW-Authenticate", &challenge)
             .with_header(NO_STORE.0, NO_STORE.1)
             .with_header("Content-Type", "application/json");
@@ -169,6 +178,22 @@ impl Response {
             .with_header(NO_STORE.0, NO_STORE.1)
             .with_header("Content-Type", "text/html; charset=utf-8");
         r.body = page("502 Bad Gateway", what);
+        r
+    }
+
+    /// 200 with an empty body and `Cache-Control: no-store`: a back-channel logout that succeeded
+    /// (Back-Channel Logout 1.0 §2.8).
+    pub fn logout_done() -> Self {
+        Response::status(200).with_header(NO_STORE.0, NO_STORE.1)
+    }
+
+    /// 405 with `Allow` (RFC 9110 §15.5.6): e.g. a GET to the back-channel logout endpoint.
+    pub fn method_not_allowed(allow: &str) -> Self {
+        let mut r = Response::status(405)
+            .with_header("Allow", allow)
+            .with_header(NO_STORE.0, NO_STORE.1)
+            .with_header("Content-Type", "application/json");
+        r.body = b"{\"error\":\"invalid_request\"}\n".to_vec();
         r
     }
 

@@ -3,6 +3,7 @@
 
 pub mod backchannel;
 pub mod bearer;
+pub mod dpop;
 pub mod oidc;
 pub mod policy;
 pub mod provider;
