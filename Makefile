@@ -4,6 +4,7 @@
 #   make test    installs what the tests need, then runs every test
 #   make demo    real Traefik + demo IdP + demo backend on 127.0.0.1; prints the URL
 #   make bench   throughput against real Traefik, with and without the plugin, same run
+#   make fuzz    coverage-guided fuzzing of the parsers (nightly)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -13,7 +14,7 @@ export CC_wasm32_wasip1 := clang
 export CARGO_TERM_COLOR ?= never
 RELEASE := target/$(WASM_TARGET)/release
 
-.PHONY: all build deps-build test test-deps lint fmt demo bench clean-dist
+.PHONY: all build deps-build test test-deps lint fmt demo bench fuzz clean-dist
 
 all: build
 
@@ -51,6 +52,15 @@ demo: build
 
 bench: build test-deps
 	@scripts/bench.sh
+
+# Coverage-guided fuzzing (nightly + cargo-fuzz, installed on first use); FUZZ_SECS per target.
+FUZZ_TARGETS := resp_frame jose config http_response request_target
+fuzz:
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run $$t -- -max_total_time=$${FUZZ_SECS:-60} -rss_limit_mb=2048 || exit 1; \
+	done
 
 clean-dist:
 	rm -rf dist
