@@ -149,6 +149,28 @@ impl Response {
         r
     }
 
+    /// 400 or 403 when a login did not complete (an error from the provider, a stale or replayed
+    /// callback). `text` is HTML-escaped; callers pass fixed sentences, never request input.
+    pub fn login_failed(status: u16, text: &str) -> Self {
+        let title = if status == 403 { "403 Forbidden" } else { "400 Bad Request" };
+        let escaped: String = text
+            .chars()
+            .map(|c| match c {
+                '<' => "&lt;".to_string(),
+                '>' => "&gt;".to_string(),
+                '&' => "&amp;".to_string(),
+                '"' => "&quot;".to_string(),
+                '\'' => "&#39;".to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        let mut r = Response::status(if status == 403 { 403 } else { 400 })
+            .with_header(NO_STORE.0, NO_STORE.1)
+            .with_header("Content-Type", "text/html; charset=utf-8");
+        r.body = page(title, &escaped);
+        r
+    }
+
     /// 500 for a route whose middleware configuration was refused at start-up. The reason is in
     /// Traefik's log, not in the response.
     pub fn misconfigured() -> Self {

@@ -1,25 +1,672 @@
 //! Browser sessions: sealed cookies (or server-side tickets), revocation checks, refresh.
-//! (Being written: no session is recognised for now.)
+//!
+//! # Where a session lives
+//!
+//! - `sessionStorage: cookie` (default): the [`Session`] serialised as JSON and sealed with
+//!   AES-256-GCM ([`seal`]) under a key derived from `sessionEncryptionKey`; associated data binds
+//!   it to this middleware (its derived identity: issuer, client, cookie name, `instanceName`) and
+//!   to the cookie name, so a session cookie of another middleware is refused. The sealed text is
+//!   split into cookies of at most 4000 bytes each ([`chunks`]).
+//! - `sessionStorage: server`: the cookie holds a ticket `<id>~<secret>` (128-bit id, 256-bit
+//!   secret); the shared store holds, under the id, only the session sealed with a key derived
+//!   from the secret (and the store seals it again with its own key). Whoever reads the store
+//!   cannot use a ticket without the secret, which only the browser has.
+//!
+//! # Key rotation
+//!
+//! `sessionEncryptionKey` may list several keys, newest first. The newest seals; every key opens
+//! (each sealed value names its key by a 4-byte id, so exactly one AES-GCM open is tried). A
+//! session opened with an older key is sealed again with the newest and the browser gets the new
+//! cookie with the response. (Server-side tickets are sealed with the secret in the cookie, so
+//! rotation does not touch them; the store's own envelope key is the newest key's, so stored
+//! tickets do not survive a rotation: those users log in again.)
+//!
+//! # Per request (the hot path)
+//!
+//! One base64 decode, one AES-GCM open, one JSON parse, the expiry checks and the revocation check
+//! ([`crate::auth::revocation::is_revoked`]). In memory mode nothing leaves the guest; in hybrid
+//! mode the revocation markers are read through the L1, which keeps hits and misses for at most
+//! `revocationCheckInterval`, so each instance asks the L2 at most once per interval per key and
+//! a logout on another replica is seen within that interval. When the store cannot answer, its
+//! fallback policy decides: with `fallback: l1` (default) revocations written on other replicas
+//! are not seen until the L2 is back (sessions keep working); with `fallback: deny` the request
+//! is answered 503 (sessions cannot be checked, so none is accepted).
+//!
+//! # Refresh
+//!
+//! When the tokens expire within `refreshGracePeriod` and the session has a refresh token, the
+//! session is refreshed with `grant_type=refresh_token` (RFC 6749 §6). Providers that rotate
+//! refresh tokens (OAuth 2.0 Security BCP, RFC 9700 §4.14.2) revoke the whole grant when a used
+//! refresh token comes back, so exactly one refresh may happen per session version across every
+//! replica:
+//!
+//! 1. a request first looks for the refreshed session another replica published under
+//!    `r:<session id>:<generation>` and adopts it (the browser gets the new cookie);
+//! 2. otherwise it takes the lock `refresh:<session id>:<generation>` with set-if-absent; the
+//!    winner calls the token endpoint and publishes the refreshed session (sealed, 5 minutes);
+//! 3. losers keep using the current session while its tokens are valid.
+//!
+//! The lock is never released early (a refresh whose outcome is unknown must not be retried with
+//! the same token); it expires after [`LOCK_TTL`]. In memory mode (no L2) lock and publication are
+//! per guest instance: concurrent requests on two instances can both refresh, which a provider
+//! that rotates refresh tokens answers by revoking the grant (the session then ends at its
+//! expiry). Use an L2 (hybrid mode) with refresh tokens in production.
+//!
+//! A refresh refused with `invalid_grant` ends the session (a browser goes back to login); any
+//! other failure keeps the session until its tokens expire.
 
-use crate::config::Config;
-use crate::plugin::{Guard, Identity, Outcome, Req};
+pub mod bench;
+pub(crate) mod chunks;
+pub mod data;
+pub(crate) mod seal;
+#[cfg(test)]
+mod tests;
 
-/// Per-instance session bookkeeping.
+use std::time::Duration;
+
+pub use data::Session;
+
+use crate::auth::oidc::{flow, token};
+use crate::auth::revocation;
+use crate::config::{Browser, Config, CookieSecure, SessionStorage};
+use crate::http::cookie::{self, CookieAttrs};
+use crate::http::LogLevel;
+use crate::jwt::{IdTokenValidation, Validation};
+use crate::plugin::{Guard, Identity, Keys, Outcome, Req, Via};
+use crate::response::Response;
+use crate::store::{Class, Namespace, SetOutcome};
+use seal::{Purpose, Sealer};
+
+/// How long the refresh lock of one session version is held (longer than a token request may
+/// take: the provider client gives up after 5 s).
+pub const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a refreshed session stays published for requests still carrying the old cookie.
+pub const PUBLISH_TTL: Duration = Duration::from_secs(300);
+/// Published refreshes followed in one request (a cookie several refreshes old).
+const MAX_ADOPTIONS: usize = 4;
+
+/// Per-instance session bookkeeping: the sealers (AES key schedules computed once per instance).
 #[derive(Debug, Default)]
-pub struct SessionState {}
+pub struct SessionState {
+    sealers: Option<Sealers>,
+}
+
+/// The sealers of one instance.
+#[derive(Debug)]
+pub(crate) struct Sealers {
+    /// Session cookies.
+    pub session: Sealer,
+    /// Login-flow cookies.
+    pub flow: Sealer,
+}
 
 impl SessionState {
     /// Builds the state.
     pub fn new(_cfg: &Config) -> Self {
-        SessionState {}
+        SessionState { sealers: None }
+    }
+
+    /// The sealers, built from the derived keys on first use.
+    pub(crate) fn sealers(&mut self, keys: &Keys) -> &Sealers {
+        self.sealers.get_or_insert_with(|| Sealers {
+            session: Sealer::new(Purpose::Session, &keys.session),
+            flow: Sealer::new(Purpose::Flow, &keys.flow),
+        })
     }
 }
 
+/// The attributes of the session cookie for this request (`Secure` follows the effective scheme
+/// when `cookieSecure: auto`).
+pub(crate) fn cookie_attrs(cfg: &Config, b: &Browser, req: &Req<'_>) -> CookieAttrs {
+    let s = &b.session;
+    CookieAttrs {
+        path: s.cookie_path.clone(),
+        domain: s.cookie_domain.clone(),
+        secure: secure(cfg, b, req),
+        http_only: true,
+        same_site: match s.same_site {
+            crate::config::SameSite::Lax => cookie::SameSite::Lax,
+            crate::config::SameSite::Strict => cookie::SameSite::Strict,
+            crate::config::SameSite::None => cookie::SameSite::None,
+        },
+    }
+}
+
+/// Whether cookies get `Secure` for this request.
+pub(crate) fn secure(cfg: &Config, b: &Browser, req: &Req<'_>) -> bool {
+    match b.session.cookie_secure {
+        CookieSecure::Always => true,
+        CookieSecure::Never => false,
+        CookieSecure::Auto => flow::https(cfg, req),
+    }
+}
+
+/// Why a presented session was not accepted (for the log).
+enum Refusal {
+    /// Not a valid session for this middleware.
+    Invalid(String),
+    /// Valid once, over now (expired, revoked, refresh refused).
+    Ended(&'static str),
+    /// A server-side session the store no longer has: the cookie is left alone (the store may
+    /// only be unreachable), the request simply has no session.
+    Gone,
+    /// The store cannot answer: 503, the cookie is kept.
+    Unavailable(String),
+}
+
+/// A session as loaded from the request.
+struct Loaded {
+    session: Session,
+    /// Sealed with an older key: write it again with the newest.
+    stale_key: bool,
+    /// Server-side: the ticket secret (to write the ticket again after a refresh).
+    ticket_secret: Option<String>,
+}
+
 /// Authenticates a request by its session cookie.
-pub fn authenticate(_g: &mut Guard, _req: &mut Req<'_>) -> Outcome {
+pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
+    let cfg = g.cfg.clone();
+    let Some(b) = cfg.browser.as_ref() else {
+        return Outcome::NotPresent;
+    };
+    let loaded = match load(g, req, b) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Outcome::NotPresent,
+        Err(r) => return refuse(g, req, &cfg, b, r),
+    };
+    let Loaded {
+        mut session,
+        stale_key,
+        ticket_secret,
+    } = loaded;
+    let now_ms = g.clock.now_ms();
+    let now = now_ms / 1000;
+    if now >= session.max {
+        return refuse(
+            g,
+            req,
+            &cfg,
+            b,
+            Refusal::Ended("the session reached sessionMaxAge"),
+        );
+    }
+    match revocation::is_revoked(&mut g.store, session.as_ref()) {
+        Ok(false) => {}
+        Ok(true) => {
+            return refuse(
+                g,
+                req,
+                &cfg,
+                b,
+                Refusal::Ended("the session was logged out"),
+            )
+        }
+        Err(e) => {
+            // `fallback: deny` and the L2 cannot answer: no session can be checked.
+            g.log.push((
+                LogLevel::Warn,
+                format!("oidc-guard: session revocation check failed: {e}"),
+            ));
+            return Outcome::Reply(Response::unavailable(
+                "The session store is unavailable; try again shortly.",
+            ));
+        }
+    }
+    let mut rewrite = stale_key;
+    let grace = b.session.refresh_grace_period.as_secs();
+    if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
+        match refresh(g, &cfg, b, session) {
+            Refreshed::Current(s) => session = s,
+            Refreshed::Adopted(s) => {
+                session = s;
+                // Server-side: the winner already wrote the ticket; only cookies change.
+                rewrite |= b.session.storage == SessionStorage::Cookie;
+            }
+            Refreshed::New(s) => {
+                session = s;
+                rewrite = true;
+            }
+            Refreshed::Ended(why) => return refuse(g, req, &cfg, b, Refusal::Ended(why)),
+        }
+    }
+    if now >= session.expires {
+        return refuse(
+            g,
+            req,
+            &cfg,
+            b,
+            Refusal::Ended("the tokens expired and were not refreshed"),
+        );
+    }
+    if rewrite {
+        if let Err(e) = persist(g, req, &cfg, b, &session, ticket_secret.as_deref()) {
+            g.log.push((
+                LogLevel::Warn,
+                format!("oidc-guard: could not write the session again: {e}"),
+            ));
+        }
+    }
+    Outcome::Authenticated(Identity {
+        claims: std::mem::take(&mut session.claims),
+        via: Via::Session,
+        access_token: None,
+    })
+}
+
+/// Adjusts the forwarded request of an authenticated session: removes oidc-guard's own cookies
+/// (session, chunks, login flows) from the `Cookie` header when `stripAuthCookies` (default).
+pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) {
+    let Some(b) = g.cfg.browser.as_ref() else {
+        return;
+    };
+    if !b.session.strip_auth_cookies {
+        return;
+    }
+    let name = b.session.cookie_name.as_str();
+    let flow_prefix = flow::flow_cookie_prefix(&b.session.cookie_prefix);
+    let ours = |k: &str| chunks::is_chunk_of(k, name) || k.starts_with(&flow_prefix);
+    if !req.cookies.iter().any(|(k, _)| ours(k)) {
+        return;
+    }
+    match cookie::rebuild(&req.cookies, ours) {
+        Some(v) => req.ex.set_header("Cookie", &v),
+        None => req.ex.remove_header("Cookie"),
+    }
+}
+
+/// Records the refusal, deletes the cookies that carried it (so the browser stops sending
+/// them), and lets the pipeline start a login or answer 401.
+fn refuse(g: &mut Guard, req: &mut Req<'_>, cfg: &Config, b: &Browser, r: Refusal) -> Outcome {
+    let msg = match r {
+        Refusal::Invalid(why) => format!("oidc-guard: session cookie refused: {why}"),
+        Refusal::Ended(why) => format!("oidc-guard: session ended: {why}"),
+        Refusal::Gone => {
+            g.log.push((
+                LogLevel::Debug,
+                "oidc-guard: the server-side session of the ticket is gone".into(),
+            ));
+            return Outcome::NotPresent;
+        }
+        Refusal::Unavailable(why) => {
+            g.log.push((
+                LogLevel::Warn,
+                format!("oidc-guard: session store unavailable: {why}"),
+            ));
+            return Outcome::Reply(Response::unavailable(
+                "The session store is unavailable; try again shortly.",
+            ));
+        }
+    };
+    g.log.push((LogLevel::Debug, msg));
+    let attrs = cookie_attrs(cfg, b, req);
+    let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
+    req.set_cookies.extend(lines);
     Outcome::NotPresent
 }
 
-/// Adjusts the forwarded request of an authenticated session (strips the plugin's cookies,
-/// forwards the access token when configured).
-pub fn prepare_upstream(_g: &mut Guard, _req: &mut Req<'_>, _identity: &Identity) {}
+/// Loads the session the request carries: `Ok(None)` when it carries none.
+fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Refusal> {
+    let name = b.session.cookie_name.as_str();
+    match b.session.storage {
+        SessionStorage::Cookie => {
+            let Some(text) = chunks::read(&req.cookies, name) else {
+                return if cookie::value(&req.cookies, name).is_some() {
+                    Err(Refusal::Invalid(
+                        "a chunk of the session cookie is missing or malformed".into(),
+                    ))
+                } else {
+                    Ok(None)
+                };
+            };
+            let identity = g.cfg.identity().to_string();
+            let sealer = &g.sessions.sealers(&g.keys).session;
+            let opened = sealer
+                .open(&identity, name, &text)
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            let session = Session::decode(&opened.plaintext)
+                .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
+            Ok(Some(Loaded {
+                session,
+                stale_key: opened.stale_key,
+                ticket_secret: None,
+            }))
+        }
+        SessionStorage::Server => {
+            let Some(text) = cookie::value(&req.cookies, name) else {
+                return Ok(None);
+            };
+            let (id, secret) = parse_ticket(text)
+                .ok_or_else(|| Refusal::Invalid("not a session ticket".into()))?;
+            let stored = match g.store.get(Namespace::SESSION, &ticket_key(id)) {
+                Ok(Some(v)) => v,
+                Ok(None) => return Err(Refusal::Gone),
+                Err(e) => return Err(Refusal::Unavailable(e.to_string())),
+            };
+            let identity = g.cfg.identity().to_string();
+            let opened = ticket_sealer(secret)
+                .open(&identity, id, std::str::from_utf8(&stored).unwrap_or(""))
+                .map_err(|_| {
+                    Refusal::Invalid("the ticket's secret does not open the stored session".into())
+                })?;
+            let session = Session::decode(&opened.plaintext)
+                .filter(|s| s.id == id)
+                .ok_or_else(|| {
+                    Refusal::Invalid("the stored value is not this ticket's session".into())
+                })?;
+            Ok(Some(Loaded {
+                session,
+                stale_key: false,
+                ticket_secret: Some(secret.to_string()),
+            }))
+        }
+    }
+}
+
+fn ticket_key(id: &str) -> String {
+    format!("t:{id}")
+}
+
+fn ticket_sealer(secret: &str) -> Sealer {
+    let key = crate::crypto::derive_key(secret.as_bytes(), "session-ticket");
+    Sealer::new(Purpose::Ticket, &[key])
+}
+
+/// `<id>~<secret>`: a 22-character and a 43-character base64url string (128 and 256 bits).
+fn parse_ticket(text: &str) -> Option<(&str, &str)> {
+    let (id, secret) = text.split_once('~')?;
+    let b64 = |s: &str| {
+        s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    };
+    (id.len() == 22 && secret.len() == 43 && b64(id) && b64(secret)).then_some((id, secret))
+}
+
+/// Writes `session` for the browser: sealed cookies, or the ticket in the store plus its cookie.
+/// `ticket_secret` is the secret of an existing ticket (server-side sessions keep their ticket
+/// across refreshes); `None` draws a new one.
+///
+/// # Errors
+/// A log-safe message when the session cannot be written (too large for cookies, store refused,
+/// random source failed).
+pub(crate) fn persist(
+    g: &mut Guard,
+    req: &mut Req<'_>,
+    cfg: &Config,
+    b: &Browser,
+    session: &Session,
+    ticket_secret: Option<&str>,
+) -> Result<(), String> {
+    let now = g.clock.now_ms() / 1000;
+    let max_age = session.max.saturating_sub(now).max(1);
+    let attrs = cookie_attrs(cfg, b, req);
+    let name = b.session.cookie_name.as_str();
+    let plaintext = session.encode().map_err(|e| e.to_string())?;
+    let identity = cfg.identity().to_string();
+    match b.session.storage {
+        SessionStorage::Cookie => {
+            let sealed = g
+                .sessions
+                .sealers(&g.keys)
+                .session
+                .seal(&identity, name, &plaintext)
+                .map_err(|e| e.to_string())?;
+            let lines = chunks::write(name, &sealed, &attrs, max_age, &req.cookies)?;
+            req.set_cookies.extend(lines);
+        }
+        SessionStorage::Server => {
+            let secret = match ticket_secret {
+                Some(s) => s.to_string(),
+                None => crate::rand::token::<32>().map_err(|e| e.to_string())?,
+            };
+            let sealed = ticket_sealer(&secret)
+                .seal(&identity, &session.id, &plaintext)
+                .map_err(|e| e.to_string())?;
+            g.store
+                .set(
+                    Namespace::SESSION,
+                    &ticket_key(&session.id),
+                    sealed.as_bytes(),
+                    Duration::from_secs(max_age),
+                    Class::Confidential,
+                )
+                .map_err(|e| format!("storing the session ticket: {e}"))?;
+            if ticket_secret.is_none() {
+                let value = format!("{}~{secret}", session.id);
+                req.set_cookies
+                    .push(cookie::set_cookie(name, &value, &attrs, Some(max_age)));
+                req.set_cookies.extend(
+                    chunks::clear(name, &attrs, &req.cookies)
+                        .into_iter()
+                        .skip(1),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends the session the request carries (RP-initiated logout): writes its revocation marker,
+/// removes server-side data, deletes the cookies. Returns the session (for `id_token_hint`),
+/// with its ID token loaded from the store when it was kept there.
+pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> Option<Session> {
+    let cfg = g.cfg.clone();
+    let b = cfg.browser.as_ref()?;
+    let loaded = load(g, req, b).ok().flatten();
+    let attrs = cookie_attrs(&cfg, b, req);
+    let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
+    req.set_cookies.extend(lines);
+    let mut session = loaded?.session;
+    let now = g.clock.now_ms() / 1000;
+    // The marker must outlive every copy of the session: until its absolute end.
+    let ttl = Duration::from_secs(session.max.saturating_sub(now).max(1));
+    if let Err(e) = revocation::revoke_session(&mut g.store, &session.id, ttl) {
+        g.log.push((
+            LogLevel::Warn,
+            format!("oidc-guard: logout: the revocation marker did not reach the shared store ({e}); other replicas accept the session until it expires"),
+        ));
+    }
+    if session.id_token_stored {
+        if let Ok(Some(t)) = g.store.get(Namespace::SESSION, &id_token_key(&session.id)) {
+            session.id_token = String::from_utf8(t).ok();
+        }
+        let _ = g
+            .store
+            .delete(Namespace::SESSION, &id_token_key(&session.id));
+    }
+    if b.session.storage == SessionStorage::Server {
+        let _ = g.store.delete(Namespace::SESSION, &ticket_key(&session.id));
+    }
+    Some(session)
+}
+
+fn id_token_key(id: &str) -> String {
+    format!("idt:{id}")
+}
+
+/// Keeps `id_token` for `id_token_hint`: in the session when small, else in the shared store
+/// when there is one.
+pub(crate) fn keep_id_token(g: &mut Guard, session: &mut Session, id_token: &str) {
+    session.id_token = None;
+    session.id_token_stored = false;
+    if id_token.len() <= data::MAX_INLINE_ID_TOKEN
+        || g.cfg
+            .browser
+            .as_ref()
+            .is_some_and(|b| b.session.storage == SessionStorage::Server)
+    {
+        session.id_token = Some(id_token.to_string());
+        return;
+    }
+    if g.cfg.store.shared() {
+        let now = g.clock.now_ms() / 1000;
+        let ttl = Duration::from_secs(session.max.saturating_sub(now).max(1));
+        if g.store
+            .set(
+                Namespace::SESSION,
+                &id_token_key(&session.id),
+                id_token.as_bytes(),
+                ttl,
+                Class::Confidential,
+            )
+            .is_ok()
+        {
+            session.id_token_stored = true;
+        }
+    }
+}
+
+/// The outcome of a refresh attempt.
+enum Refreshed {
+    /// Not refreshed now (another request holds the lock, or the provider failed): the current
+    /// session.
+    Current(Session),
+    /// Another replica refreshed it: its published version.
+    Adopted(Session),
+    /// Refreshed by this request.
+    New(Session),
+    /// The provider refused the refresh token: the session is over.
+    Ended(&'static str),
+}
+
+fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Refreshed {
+    let grace = b.session.refresh_grace_period.as_secs();
+    let mut adopted = false;
+    for _ in 0..MAX_ADOPTIONS {
+        let version = format!("{}:{}", session.id, session.generation);
+        // 1. Already refreshed elsewhere?
+        if let Ok(Some(bytes)) = g.store.get(Namespace::SESSION, &format!("r:{version}")) {
+            if let Some(next) = Session::decode(&bytes).filter(|n| {
+                n.id == session.id && n.generation == session.generation.saturating_add(1)
+            }) {
+                session = next;
+                adopted = true;
+                let now = g.clock.now_ms() / 1000;
+                if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
+                    continue;
+                }
+                break;
+            }
+        }
+        // 2. Take the lock for this version.
+        let outcome = g.store.set_if_absent(
+            Namespace::LOCK,
+            &format!("refresh:{version}"),
+            LOCK_TTL,
+            Class::Cache,
+        );
+        if outcome != Ok(SetOutcome::Won) {
+            break;
+        }
+        return match refresh_now(g, cfg, b, &session) {
+            Ok(next) => {
+                if let Ok(bytes) = next.encode() {
+                    if let Err(e) = g.store.set(
+                        Namespace::SESSION,
+                        &format!("r:{version}"),
+                        &bytes,
+                        PUBLISH_TTL,
+                        Class::Confidential,
+                    ) {
+                        g.log.push((
+                            LogLevel::Warn,
+                            format!("oidc-guard: refresh: the refreshed session could not be shared ({e}); requests with the old cookie on other replicas keep the old session until it expires"),
+                        ));
+                    }
+                }
+                Refreshed::New(next)
+            }
+            Err(RefreshError::Ended(why)) => Refreshed::Ended(why),
+            Err(RefreshError::Failed(why)) => {
+                g.log.push((LogLevel::Warn, format!("oidc-guard: refresh failed: {why}; the session is used until its tokens expire")));
+                if adopted {
+                    Refreshed::Adopted(session)
+                } else {
+                    Refreshed::Current(session)
+                }
+            }
+        };
+    }
+    if adopted {
+        Refreshed::Adopted(session)
+    } else {
+        Refreshed::Current(session)
+    }
+}
+
+enum RefreshError {
+    Ended(&'static str),
+    Failed(String),
+}
+
+/// One refresh at the token endpoint (RFC 6749 §6), and the refreshed ID token's checks
+/// (OIDC Core 12.2).
+fn refresh_now(
+    g: &mut Guard,
+    cfg: &Config,
+    b: &Browser,
+    old: &Session,
+) -> Result<Session, RefreshError> {
+    let Some(rt) = old.refresh_token.clone() else {
+        return Err(RefreshError::Failed("no refresh token".into()));
+    };
+    let (issuer, endpoint) = {
+        let (p, mut d) = g.provider_deps();
+        let md = p
+            .metadata(&mut d)
+            .map_err(|e| RefreshError::Failed(e.to_string()))?;
+        let issuer = p
+            .issuer(&mut d)
+            .map_err(|e| RefreshError::Failed(e.to_string()))?;
+        (issuer, md.token_endpoint.clone())
+    };
+    let endpoint = endpoint
+        .ok_or_else(|| RefreshError::Failed("the provider has no token_endpoint".into()))?;
+    let resp = token::request(
+        g,
+        &b.client,
+        &endpoint,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+    )
+    .map_err(|e| match e {
+        // RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
+        token::TokenError::Refused { ref error, .. } if error == "invalid_grant" => {
+            RefreshError::Ended("the provider refused the refresh token (invalid_grant)")
+        }
+        other => RefreshError::Failed(other.to_string()),
+    })?;
+    let now_ms = g.clock.now_ms();
+    let now = now_ms / 1000;
+    let mut next = old.clone();
+    next.generation = old.generation.saturating_add(1);
+    if let Some(rt) = resp.refresh_token.clone() {
+        next.refresh_token = Some(rt);
+    }
+    let mut expires = resp.expires_in.map(|s| now.saturating_add(s));
+    if let Some(id_token) = resp.id_token.as_deref() {
+        let validation = IdTokenValidation::new(Validation::new(issuer), b.client.id.clone());
+        let (p, mut d) = g.provider_deps();
+        let claims = p
+            .verify(&mut d, |keys| validation.verify(id_token, keys, None, now))
+            .map_err(|e| {
+                RefreshError::Failed(format!("the refreshed ID token was refused: {e:?}"))
+            })?;
+        // OIDC Core 12.2: same iss (checked), same sub, same aud (checked).
+        if claims.sub() != Some(old.sub.as_str()) {
+            return Err(RefreshError::Ended(
+                "the refreshed ID token names another subject",
+            ));
+        }
+        if let Some(exp) = claims.exp().and_then(|e| u64::try_from(e).ok()) {
+            expires = Some(expires.map_or(exp, |e| e.min(exp)));
+        }
+        if let Some(sid) = claims.sid() {
+            next.provider_sid = Some(sid.to_string());
+        }
+        next.claims = data::select_claims(cfg, claims.as_map());
+        keep_id_token(g, &mut next, id_token);
+    }
+    // Without any lifetime the provider gives nothing to go by: keep the old one, refreshing
+    // again once it is reached would loop, so the session then ends at that time.
+    next.expires = expires.unwrap_or(old.expires).min(next.max);
+    Ok(next)
+}

@@ -1,0 +1,238 @@
+//! What a session holds, and which claims it keeps.
+//!
+//! The session is small on purpose (it travels in a cookie on every request): ids, times, the
+//! refresh token, the ID token only when it is small, and only the claims the access policy and
+//! the identity headers read. A group or role claim that only the policy reads is reduced to the
+//! values the policy asks about, so a user with 200 groups does not carry 200 groups in a cookie
+//! unless a header forwards them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::auth::policy;
+use crate::config::Config;
+
+/// ID tokens up to this size are kept in the session for `id_token_hint` at logout; larger ones
+/// go to the shared store (when there is one) or are dropped (logout then sends `client_id`).
+pub const MAX_INLINE_ID_TOKEN: usize = 1536;
+
+/// One browser session.
+///
+/// Field names are one letter: the serialised form goes into a cookie on every request.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// Our session id (random, 128 bits): the key of revocation markers, refresh locks and
+    /// server-side tickets.
+    #[serde(rename = "i")]
+    pub id: String,
+    /// The subject (`sub` of the ID token).
+    #[serde(rename = "s")]
+    pub sub: String,
+    /// The provider's session id (`sid` of the ID token), for back-channel logout.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub provider_sid: Option<String>,
+    /// When the user logged in, ms since the epoch.
+    #[serde(rename = "l")]
+    pub login_ms: u64,
+    /// When the tokens expire (seconds since the epoch): refresh before, no access after.
+    #[serde(rename = "e")]
+    pub expires: u64,
+    /// Absolute end of the session (seconds): login + `sessionMaxAge`.
+    #[serde(rename = "m")]
+    pub max: u64,
+    /// How many refreshes led to this version (keys the refresh lock).
+    #[serde(rename = "g", default)]
+    pub generation: u32,
+    /// The refresh token, if the provider issued one.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The ID token, when small enough to keep (for `id_token_hint`).
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The ID token was too large for the session and is in the shared store.
+    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
+    pub id_token_stored: bool,
+    /// The claims the policy and the identity headers read.
+    #[serde(rename = "c")]
+    pub claims: Map<String, Value>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("sub", &self.sub)
+            .field("login_ms", &self.login_ms)
+            .field("expires", &self.expires)
+            .field("max", &self.max)
+            .field("generation", &self.generation)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The serialised form (JSON).
+    ///
+    /// # Errors
+    /// Never in practice (serialising a map of JSON values cannot fail); mapped for safety.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::error::Error> {
+        serde_json::to_vec(self)
+            .map_err(|_| crate::error::Error::Other("session does not serialise".into()))
+    }
+
+    /// Parses the serialised form.
+    pub fn decode(bytes: &[u8]) -> Option<Session> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The revocation check's view of this session.
+    pub fn as_ref(&self) -> crate::auth::revocation::SessionRef<'_> {
+        crate::auth::revocation::SessionRef {
+            session_id: &self.id,
+            provider_sid: self.provider_sid.as_deref(),
+            sub: &self.sub,
+            login_ms: self.login_ms,
+        }
+    }
+}
+
+/// Which claims of an ID token a session keeps: the identifier claim, `sub`, `email`,
+/// `email_verified`, the group and role claims (reduced to the policy's values unless a header
+/// forwards them), and every claim a header forwards. Dotted names (`realm_access.roles`) are
+/// kept under their full name, which [`policy::lookup`] finds first.
+pub fn select_claims(cfg: &Config, claims: &Map<String, Value>) -> Map<String, Value> {
+    let p = &cfg.policy;
+    let headers: Vec<&str> = cfg
+        .upstream
+        .claim_headers
+        .iter()
+        .map(|h| h.claim.as_str())
+        .collect();
+    let mut out = Map::new();
+    let keep = |name: &str, out: &mut Map<String, Value>| {
+        if out.contains_key(name) {
+            return;
+        }
+        if let Some(v) = policy::lookup(claims, name) {
+            out.insert(name.to_string(), v.clone());
+        }
+    };
+    for name in ["sub", p.user_claim.as_str(), "email", "email_verified"] {
+        keep(name, &mut out);
+    }
+    for name in &headers {
+        keep(name, &mut out);
+    }
+    for name in [p.group_claim.as_str(), p.role_claim.as_str()] {
+        if out.contains_key(name) || p.allowed_roles_and_groups.is_empty() {
+            // Forwarded in full by a header, or not read by the policy at all.
+            continue;
+        }
+        let wanted: Vec<Value> = policy::claim_values(claims, name)
+            .into_iter()
+            .filter(|v| p.allowed_roles_and_groups.iter().any(|w| w == v))
+            .map(Value::String)
+            .collect();
+        if !wanted.is_empty() {
+            out.insert(name.to_string(), Value::Array(wanted));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(extra: Value) -> Config {
+        let mut v = json!({
+            "providerURL": "https://idp.test", "clientID": "app", "clientSecret": "s",
+            "sessionEncryptionKey": "0123456789abcdef0123456789abcdef",
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        Config::parse(
+            v.to_string().as_bytes(),
+            &|_| None,
+            &|_| Err(std::io::ErrorKind::NotFound.into()),
+            Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn big_claims() -> Map<String, Value> {
+        let groups: Vec<String> = (0..200)
+            .map(|i| format!("large-claims-group-{i:03}"))
+            .collect();
+        json!({"sub": "u1", "email": "u@example.com", "email_verified": true, "name": "U",
+               "groups": groups, "roles": ["admin", "user"], "picture": "x".repeat(500),
+               "realm_access": {"roles": ["r1", "r2"]}})
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn keeps_only_what_policy_and_headers_read() {
+        let c = select_claims(&cfg(json!({})), &big_claims());
+        assert_eq!(
+            c.keys().collect::<Vec<_>>(),
+            vec!["email", "email_verified", "sub"]
+        );
+
+        let c = select_claims(
+            &cfg(json!({"allowedRolesAndGroups": ["large-claims-group-007", "admin"]})),
+            &big_claims(),
+        );
+        assert_eq!(c["groups"], json!(["large-claims-group-007"]));
+        assert_eq!(c["roles"], json!(["admin"]));
+
+        let c = select_claims(
+            &cfg(
+                json!({"allowedRolesAndGroups": ["r2"], "roleClaimName": "realm_access.roles",
+                        "claimHeaders": {"X-Groups": "groups", "X-Name": "name"}}),
+            ),
+            &big_claims(),
+        );
+        assert_eq!(c["groups"].as_array().unwrap().len(), 200);
+        assert_eq!(c["name"], "U");
+        assert_eq!(c["realm_access.roles"], json!(["r2"]));
+        assert!(policy::check(
+            &cfg(json!({"allowedRolesAndGroups": ["r2"], "roleClaimName": "realm_access.roles"}))
+                .policy,
+            &c
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn encodes_and_redacts() {
+        let s = Session {
+            id: "i".into(),
+            sub: "u".into(),
+            provider_sid: None,
+            login_ms: 1,
+            expires: 2,
+            max: 3,
+            generation: 0,
+            refresh_token: Some("secret-rt".into()),
+            id_token: None,
+            id_token_stored: false,
+            claims: Map::new(),
+        };
+        let b = s.encode().unwrap();
+        assert_eq!(Session::decode(&b).unwrap(), s);
+        assert!(!format!("{s:?}").contains("secret-rt"));
+        assert!(Session::decode(b"{}").is_none());
+        assert!(Session::decode(b"\xff").is_none());
+    }
+}
