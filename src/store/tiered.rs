@@ -21,7 +21,8 @@
 //!
 //! # Failures
 //!
-//! An operation is tried `1 + max_retries` times; the breaker counts **one** failure per operation
+//! An operation is tried `1 + max_retries` times (a timeout is never retried: `readTimeout` bounds
+//! a request's wait for the store); the breaker counts **one** failure per operation
 //! (after its retries), so `circuitBreakerThreshold` counts failed operations, not attempts. While
 //! the breaker is open the L2 is not asked. What happens when the L2 cannot answer:
 //!
@@ -663,7 +664,15 @@ impl TieredStore {
                             let ev = StoreEvent::Integrity { namespace: ns.0 };
                             push_event(&mut self.events, &mut self.dropped_events, ev);
                         }
+                        // A timeout is not retried: the request already waited `readTimeout`
+                        // for this operation, and `readTimeout` is the longest a request waits
+                        // for the store (a stopped server would otherwise hold every request
+                        // for `(1 + maxRetries) × readTimeout`).
+                        let timed_out = e == StoreError::Timeout;
                         last = e;
+                        if timed_out {
+                            break;
+                        }
                     }
                 }
             }

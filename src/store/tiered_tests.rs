@@ -727,6 +727,25 @@ fn a_timeout_is_a_failure() {
     assert_eq!(s.snapshot().breaker.consecutive_failures, 1);
 }
 
+#[test]
+fn a_timeout_is_not_retried() {
+    // Found by redis_wasm.rs: with the defaults (readTimeout 1 s, maxRetries 1) a SIGSTOPped
+    // server held each request for 2 s, beyond the documented readTimeout bound.
+    let (mut s, rig) = Rig::new(Mode::Redis, |c| {
+        c.max_retries = 2;
+        c.fallback = Fallback::Deny;
+    });
+    rig.fault(Fault::Timeout);
+    assert_eq!(s.get(Namespace::SESSION, "a"), Err(StoreError::Timeout));
+    assert_eq!(rig.calls(), 1, "one attempt");
+    let snap = s.snapshot();
+    assert_eq!((snap.l2.retries, snap.l2.errors), (0, 1));
+    // Other failures still are.
+    rig.down();
+    assert!(s.get(Namespace::SESSION, "a").is_err());
+    assert_eq!(rig.calls(), 4);
+}
+
 // ---- integrity --------------------------------------------------------------------------------
 
 #[test]
