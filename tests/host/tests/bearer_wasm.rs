@@ -7,6 +7,11 @@
 
 mod bearer_support;
 
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use bearer_support::{attack_tokens, claims, jwks, Key, AUD, ISS};
@@ -105,6 +110,127 @@ fn a_normal_token_is_reusable_and_served_from_the_cache() {
     }
     // No store in memory mode, no socket ever.
     assert_eq!(mw.sockets_opened(), 0);
+}
+
+/// A tiny provider: discovery and a JWKS that the test can replace (key rotation), with a count
+/// of requests per path, and an off switch (the provider down).
+#[derive(Clone)]
+struct TinyProvider {
+    port: u16,
+    jwks: Arc<Mutex<String>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    down: Arc<Mutex<bool>>,
+}
+
+impl TinyProvider {
+    fn start(jwks: Value) -> TinyProvider {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let p = TinyProvider {
+            port,
+            jwks: Arc::new(Mutex::new(jwks.to_string())),
+            hits: Arc::default(),
+            down: Arc::default(),
+        };
+        let me = p.clone();
+        thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                *me.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+                let (status, body) = if *me.down.lock().unwrap() {
+                    (503, String::new())
+                } else if path == "/.well-known/openid-configuration" {
+                    let iss = me.issuer();
+                    (
+                        200,
+                        json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")}).to_string(),
+                    )
+                } else if path == "/jwks" {
+                    (200, me.jwks.lock().unwrap().clone())
+                } else {
+                    (404, String::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(body.as_bytes());
+            }
+        });
+        p
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn keys_from_discovery_rotation_and_a_provider_that_is_down() {
+    let k1 = Key::es256("k1");
+    let k2 = Key::es256("k2");
+    let idp = TinyProvider::start(jwks(&[&k1]));
+    let cfg = json!({"providerURL": idp.issuer(), "bearer": {"enabled": true, "audience": AUD}});
+    let wasm = guests::plugin(guests::Artifact::Traefik).unwrap();
+    let mw = Middleware::builder(&wasm).config(cfg).build().unwrap();
+    let mut c = claims("alice", 300);
+    c["iss"] = json!(idp.issuer());
+    // Nothing is fetched before a token needs it; then discovery and the JWKS once.
+    assert_eq!(idp.hits("/.well-known/openid-configuration"), 0);
+    let ex = call(&mw, &k1.access_token(&c));
+    assert_eq!(ex.status, 200, "{} {:?}", ex.text(), mw.logs());
+    for _ in 0..10 {
+        let mut c2 = c.clone();
+        c2["jti"] = json!(bearer_support::unique("j"));
+        assert_eq!(call(&mw, &k1.access_token(&c2)).status, 200);
+    }
+    assert_eq!(
+        (
+            idp.hits("/.well-known/openid-configuration"),
+            idp.hits("/jwks")
+        ),
+        (1, 1)
+    );
+    // The provider rotates to k2: the first token with the new kid refetches the JWKS once.
+    *idp.jwks.lock().unwrap() = jwks(&[&k1, &k2]).to_string();
+    assert_eq!(call(&mw, &k2.access_token(&c)).status, 200);
+    assert_eq!(idp.hits("/jwks"), 2);
+    // A flood of made-up kids does not become a flood of JWKS requests (one per 10 s at most).
+    for i in 0..20 {
+        let t = Key::es256(&format!("made-up-{i}")).access_token(&c);
+        assert_refused(&call(&mw, &t), "unknown kid");
+    }
+    assert!(idp.hits("/jwks") <= 3, "{}", idp.hits("/jwks"));
+    // Cached tokens keep working while the provider is down; a new instance that has no keys
+    // yet answers 503, not 401.
+    *idp.down.lock().unwrap() = true;
+    assert_eq!(call(&mw, &k1.access_token(&c)).status, 200);
+    let cold = Middleware::builder(&wasm)
+        .config(json!({"providerURL": idp.issuer(), "bearer": {"enabled": true, "audience": AUD}}))
+        .build()
+        .unwrap();
+    let ex = call(&cold, &k1.access_token(&c));
+    assert!(ex.trap.is_none());
+    assert_eq!(ex.status, 503, "{}", ex.text());
 }
 
 /// Median of a list of durations, in microseconds.
