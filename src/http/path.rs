@@ -54,12 +54,15 @@ pub fn normalize(uri: &str) -> NormalPath {
 }
 
 fn strip_absolute_form(raw: &str) -> &str {
-    let lower_starts = |p: &str| raw.len() >= p.len() && raw[..p.len()].eq_ignore_ascii_case(p);
-    let rest = if lower_starts("http://") {
-        &raw[7..]
-    } else if lower_starts("https://") {
-        &raw[8..]
-    } else {
+    // Byte-wise: the target may hold non-ASCII bytes, and slicing a str inside a character
+    // would panic (found by the request_target fuzz target).
+    let after = |p: &str| {
+        raw.as_bytes()
+            .get(..p.len())
+            .filter(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+            .and_then(|_| raw.get(p.len()..))
+    };
+    let Some(rest) = after("http://").or_else(|| after("https://")) else {
         return raw;
     };
     match rest.find('/') {
@@ -198,6 +201,15 @@ mod tests {
         ] {
             assert_eq!(normalize(p), NormalPath::Ambiguous, "{p}");
         }
+    }
+
+    #[test]
+    fn non_ascii_targets_never_panic() {
+        // The fuzz target's crash input (bytes 0x99 0x95 0x9d, lossily decoded).
+        let s = String::from_utf8_lossy(&[0x99, 0x95, 0x9d]).into_owned();
+        assert_eq!(normalize(&s), NormalPath::Clean(format!("/{s}").replacen("//", "/", 1)));
+        assert!(matches!(normalize("é/../x"), NormalPath::Clean(_)));
+        assert!(matches!(normalize("httpé"), NormalPath::Clean(_)));
     }
 
     #[test]
