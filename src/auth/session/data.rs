@@ -92,7 +92,7 @@ impl Session {
     }
 
     /// The revocation check's view of this session.
-    pub fn as_ref(&self) -> crate::auth::revocation::SessionRef<'_> {
+    pub fn revocation_ref(&self) -> crate::auth::revocation::SessionRef<'_> {
         crate::auth::revocation::SessionRef {
             session_id: &self.id,
             provider_sid: self.provider_sid.as_deref(),

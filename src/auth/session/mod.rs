@@ -62,6 +62,8 @@ pub(crate) mod seal;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 pub use data::Session;
@@ -69,6 +71,7 @@ pub use data::Session;
 use crate::auth::oidc::{flow, token};
 use crate::auth::revocation;
 use crate::config::{Browser, Config, CookieSecure, SessionStorage};
+use crate::crypto::ct_eq;
 use crate::http::cookie::{self, CookieAttrs};
 use crate::http::LogLevel;
 use crate::jwt::{IdTokenValidation, Validation};
@@ -85,10 +88,34 @@ pub const PUBLISH_TTL: Duration = Duration::from_secs(300);
 /// Published refreshes followed in one request (a cookie several refreshes old).
 const MAX_ADOPTIONS: usize = 4;
 
-/// Per-instance session bookkeeping: the sealers (AES key schedules computed once per instance).
+/// Opened session cookies remembered per instance.
+const CACHE_ENTRIES: usize = 16;
+
+/// Per-instance session bookkeeping: the sealers (AES key schedules computed once per instance)
+/// and a small cache of opened session cookies.
+///
+/// The cache maps the exact cookie text to the session it opened to, so the requests of one
+/// browser on one instance pay the base64 decode, the AES-GCM open and the JSON parse once.
+/// Lookups compare the presented text with each cached text of the same length in constant time
+/// (a hit needs the whole sealed value, which only its owner has). Nothing is skipped on a hit
+/// but the decryption: expiry, revocation and refresh are checked on every request.
 #[derive(Debug, Default)]
 pub struct SessionState {
     sealers: Option<Sealers>,
+    cache: Vec<Cached>,
+}
+
+/// One opened session cookie.
+struct Cached {
+    text: String,
+    session: Rc<Session>,
+    stale_key: bool,
+}
+
+impl fmt::Debug for Cached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cached(<redacted>)")
+    }
 }
 
 /// The sealers of one instance.
@@ -103,7 +130,10 @@ pub(crate) struct Sealers {
 impl SessionState {
     /// Builds the state.
     pub fn new(_cfg: &Config) -> Self {
-        SessionState { sealers: None }
+        SessionState {
+            sealers: None,
+            cache: Vec::new(),
+        }
     }
 
     /// The sealers, built from the derived keys on first use.
@@ -112,6 +142,28 @@ impl SessionState {
             session: Sealer::new(Purpose::Session, &keys.session),
             flow: Sealer::new(Purpose::Flow, &keys.flow),
         })
+    }
+
+    fn cached(&mut self, text: &str) -> Option<(Rc<Session>, bool)> {
+        let i = self.cache.iter().position(|c| {
+            c.text.len() == text.len() && ct_eq(c.text.as_bytes(), text.as_bytes())
+        })?;
+        // Most recently used last: evictions take the front.
+        let hit = self.cache.remove(i);
+        let out = (hit.session.clone(), hit.stale_key);
+        self.cache.push(hit);
+        Some(out)
+    }
+
+    fn remember(&mut self, text: String, session: Rc<Session>, stale_key: bool) {
+        if self.cache.len() >= CACHE_ENTRIES {
+            self.cache.remove(0);
+        }
+        self.cache.push(Cached {
+            text,
+            session,
+            stale_key,
+        });
     }
 }
 
@@ -156,7 +208,7 @@ enum Refusal {
 
 /// A session as loaded from the request.
 struct Loaded {
-    session: Session,
+    session: Rc<Session>,
     /// Sealed with an older key: write it again with the newest.
     stale_key: bool,
     /// Server-side: the ticket secret (to write the ticket again after a refresh).
@@ -190,7 +242,7 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
             Refusal::Ended("the session reached sessionMaxAge"),
         );
     }
-    match revocation::is_revoked(&mut g.store, session.as_ref()) {
+    match revocation::is_revoked(&mut g.store, session.revocation_ref()) {
         Ok(false) => {}
         Ok(true) => {
             return refuse(
@@ -215,15 +267,15 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     let mut rewrite = stale_key;
     let grace = b.session.refresh_grace_period.as_secs();
     if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
-        match refresh(g, &cfg, b, session) {
-            Refreshed::Current(s) => session = s,
+        match refresh(g, &cfg, b, Rc::unwrap_or_clone(session)) {
+            Refreshed::Current(s) => session = Rc::new(s),
             Refreshed::Adopted(s) => {
-                session = s;
+                session = Rc::new(s);
                 // Server-side: the winner already wrote the ticket; only cookies change.
                 rewrite |= b.session.storage == SessionStorage::Cookie;
             }
             Refreshed::New(s) => {
-                session = s;
+                session = Rc::new(s);
                 rewrite = true;
             }
             Refreshed::Ended(why) => return refuse(g, req, &cfg, b, Refusal::Ended(why)),
@@ -246,8 +298,12 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
             ));
         }
     }
+    let claims = match Rc::try_unwrap(session) {
+        Ok(s) => s.claims,
+        Err(shared) => shared.claims.clone(),
+    };
     Outcome::Authenticated(Identity {
-        claims: std::mem::take(&mut session.claims),
+        claims,
         via: Via::Session,
         access_token: None,
     })
@@ -318,6 +374,13 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                     Ok(None)
                 };
             };
+            if let Some((session, stale_key)) = g.sessions.cached(&text) {
+                return Ok(Some(Loaded {
+                    session,
+                    stale_key,
+                    ticket_secret: None,
+                }));
+            }
             let identity = g.cfg.identity().to_string();
             let sealer = &g.sessions.sealers(&g.keys).session;
             let opened = sealer
@@ -325,6 +388,8 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
             let session = Session::decode(&opened.plaintext)
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
+            let session = Rc::new(session);
+            g.sessions.remember(text, session.clone(), opened.stale_key);
             Ok(Some(Loaded {
                 session,
                 stale_key: opened.stale_key,
@@ -354,7 +419,7 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                     Refusal::Invalid("the stored value is not this ticket's session".into())
                 })?;
             Ok(Some(Loaded {
-                session,
+                session: Rc::new(session),
                 stale_key: false,
                 ticket_secret: Some(secret.to_string()),
             }))
@@ -455,7 +520,7 @@ pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> Option<Session> {
     let attrs = cookie_attrs(&cfg, b, req);
     let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
     req.set_cookies.extend(lines);
-    let mut session = loaded?.session;
+    let mut session = Rc::unwrap_or_clone(loaded?.session);
     let now = g.clock.now_ms() / 1000;
     // The marker must outlive every copy of the session: until its absolute end.
     let ttl = Duration::from_secs(session.max.saturating_sub(now).max(1));
@@ -483,17 +548,18 @@ fn id_token_key(id: &str) -> String {
     format!("idt:{id}")
 }
 
-/// Keeps `id_token` for `id_token_hint`: in the session when small, else in the shared store
-/// when there is one.
+/// Keeps `id_token` for `id_token_hint`: in the shared store when there is one (so the cookie
+/// stays small: it is opened on every request), else in the session when small enough; a large
+/// one without a shared store is dropped (logout then sends `client_id` only).
 pub(crate) fn keep_id_token(g: &mut Guard, session: &mut Session, id_token: &str) {
     session.id_token = None;
     session.id_token_stored = false;
-    if id_token.len() <= data::MAX_INLINE_ID_TOKEN
-        || g.cfg
-            .browser
-            .as_ref()
-            .is_some_and(|b| b.session.storage == SessionStorage::Server)
-    {
+    let server = g
+        .cfg
+        .browser
+        .as_ref()
+        .is_some_and(|b| b.session.storage == SessionStorage::Server);
+    if server || (!g.cfg.store.shared() && id_token.len() <= data::MAX_INLINE_ID_TOKEN) {
         session.id_token = Some(id_token.to_string());
         return;
     }
@@ -511,7 +577,11 @@ pub(crate) fn keep_id_token(g: &mut Guard, session: &mut Session, id_token: &str
             .is_ok()
         {
             session.id_token_stored = true;
+            return;
         }
+    }
+    if id_token.len() <= data::MAX_INLINE_ID_TOKEN {
+        session.id_token = Some(id_token.to_string());
     }
 }
 
