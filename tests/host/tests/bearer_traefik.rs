@@ -309,3 +309,71 @@ fn two_traefik_replicas_share_replay_detection_through_redis() {
     }
     eprintln!("total: {:?}", t0.elapsed());
 }
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+/// What a one-time token costs over a normal one in real Traefik (hybrid mode, GOMAXPROCS=1):
+/// client-side latency medians of sequential requests, each with a fresh EdDSA token (cheap to
+/// verify, so the store round trip — connect, SET NX PX + read-back, close — stands out).
+/// Run with `cargo test -p oidc-guard-testhost --test bearer_traefik -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn bench_one_time_token_round_trip() {
+    const N: usize = 300;
+    let redis = RedisServer::start(Flavor::Redis, &ServerConfig::default());
+    let backend = Backend::start();
+    let key = Key::ed25519("ed");
+    let prefix = format!("{}:", unique("bench"));
+    let t = replica(&redis.addr(), &prefix, &[&key], &backend)
+        .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
+        .start();
+    t.wait_route("/api/ready");
+    t.wait_route("/ott/ready");
+    let fresh = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| key.access_token(&claims("alice", 300)))
+            .collect()
+    };
+    let time = |path: &str, tokens: &[String], expect: u16| -> Vec<Duration> {
+        tokens
+            .iter()
+            .map(|tok| {
+                let t0 = Instant::now();
+                let r = if tok.is_empty() {
+                    get(&t, path, &[])
+                } else {
+                    bearer(&t, path, tok)
+                };
+                let d = t0.elapsed();
+                assert_eq!(r.status, expect, "{path}: {}", r.body);
+                d
+            })
+            .collect()
+    };
+    // Warm-up: instances, connections.
+    time("/api/w", &fresh(50), 200);
+    time("/ott/w", &fresh(50), 200);
+    let cached = vec![key.access_token(&claims("alice", 300)); N];
+    let rows = [
+        (
+            "no middleware",
+            time("/nomw/x", &vec![String::new(); N], 200),
+        ),
+        ("cached normal token", time("/api/x", &cached, 200)),
+        (
+            "fresh normal token (EdDSA verify)",
+            time("/api/x", &fresh(N), 200),
+        ),
+        (
+            "fresh one-time token (verify + Redis SET NX)",
+            time("/ott/x", &fresh(N), 200),
+        ),
+    ];
+    println!("sequential request latency through Traefik 3.7.15 (GOMAXPROCS=1, hybrid, local Redis), median of {N}:");
+    for (what, v) in rows {
+        println!("  {what:<46} {:>7.3} ms", median_ms(v));
+    }
+}
