@@ -189,6 +189,62 @@ fn dpop_proofs_once_and_normal_tokens_always_against_redis() {
     normal_tokens_and_dpop(Bridge::redis(format!("redis://{}/", server.addr())));
 }
 
+/// The same race in the Traefik artifact, which speaks RESP to Redis itself over the WasmEdge
+/// socket calls (served by the host over real TCP). No fault switch here: ES512 tokens (about
+/// 13 ms to verify in a fresh instance) keep every request busy until all of them reach Redis
+/// at about the same moment.
+#[test]
+fn one_time_token_race_across_two_replicas_in_the_traefik_artifact() {
+    const PER_REPLICA: usize = 10;
+    let server = RedisServer::start(Flavor::Redis, &ServerConfig::default());
+    let key = Key::es512("k512");
+    let cfg = config(
+        &key,
+        &unique("race-sockets"),
+        json!({"bearer": {"enabled": true, "audience": AUD, "oneTimeTokens": true},
+               "redis": {"address": server.addr(), "cacheMode": "hybrid"}}),
+    );
+    let wasm = guests::plugin(guests::Artifact::Traefik).unwrap();
+    let build = || {
+        Middleware::builder(&wasm)
+            .config(cfg.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    assert!(a.uses_sockets());
+    let token = Arc::new(key.access_token(&claims("alice", 300)));
+    let barrier = Arc::new(Barrier::new(2 * PER_REPLICA));
+    let handles: Vec<_> = (0..2 * PER_REPLICA)
+        .map(|i| {
+            let mw = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (barrier, token) = (barrier.clone(), token.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let ex = bearer(&mw, &token);
+                (ex.status, ex.trap.clone())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        results.iter().filter(|r| r.0 == 200).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.1.is_none() && (r.0 == 200 || r.0 == 401)),
+        "{results:?}"
+    );
+    assert!(a.instances_created() + b.instances_created() >= 2 * PER_REPLICA as u64);
+    // Sockets never outlive a request.
+    assert_eq!(a.open_sockets() + b.open_sockets(), 0);
+    let keys = server.cli(&["--scan", "--pattern", "*:jti:at:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+}
+
 #[test]
 fn a_misbehaving_bridge_only_ever_refuses() {
     let key = Key::es256("k1");
