@@ -238,7 +238,17 @@ fn one_time_token_race_across_two_replicas_in_the_traefik_artifact() {
             .all(|r| r.1.is_none() && (r.0 == 200 || r.0 == 401)),
         "{results:?}"
     );
-    assert!(a.instances_created() + b.instances_created() >= 2 * PER_REPLICA as u64);
+    // How many ran at once depends on the machine's load (the bridge variant above forces full
+    // overlap); several must have, or this was no race.
+    let concurrent = a.instances_created() + b.instances_created();
+    eprintln!(
+        "{concurrent} guest instances for {} concurrent requests",
+        2 * PER_REPLICA
+    );
+    assert!(
+        concurrent >= 6,
+        "only {concurrent} instances: the requests did not overlap"
+    );
     // Sockets never outlive a request.
     assert_eq!(a.open_sockets() + b.open_sockets(), 0);
     let keys = server.cli(&["--scan", "--pattern", "*:jti:at:*"]);
