@@ -478,7 +478,6 @@ fn complete(
         generation: 0,
         refresh_token: tokens.refresh_token.clone(),
         id_token: None,
-        id_token_stored: false,
         claims: data::select_claims(&g.cfg, claims.as_map()),
     };
 
@@ -489,9 +488,16 @@ fn complete(
     if policy::user_value(&g.cfg.policy, &s.claims).is_none() {
         return Err(fail(403, "You signed in, but the identity provider did not say who you are. Ask the site's administrator.", format!("the ID token has no {:?} claim", g.cfg.policy.user_claim)));
     }
-    session::keep_id_token(g, &mut s, &id_token);
+    // The ID token for id_token_hint at logout: in the session when it lives server-side, in a
+    // cookie of its own (sent only to the logout path) otherwise.
+    let cookie_hint = if b.session.storage == crate::config::SessionStorage::Server {
+        s.id_token = Some(id_token.clone());
+        None
+    } else {
+        Some(id_token.as_str())
+    };
     let cfg = g.cfg.clone();
-    session::persist(g, req, &cfg, b, &s, None).map_err(|e| {
+    session::persist(g, req, &cfg, b, &s, None, cookie_hint).map_err(|e| {
         fail(
             503,
             "The session could not be stored; try again shortly.",
@@ -513,7 +519,7 @@ pub fn logout(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let Some(b) = cfg.browser.as_ref() else {
         return Response::bad_request("Login is not configured on this route.");
     };
-    let ended = session::end(g, req);
+    let (ended, hint) = session::end(g, req);
     // Where the provider sends the browser afterwards: only the configured URI, made absolute on
     // our origin when it is a path.
     let post_logout = b.login.post_logout_redirect_uri.as_ref();
@@ -532,7 +538,6 @@ pub fn logout(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let location = match end_session {
         Some(endpoint) => {
             let state = crate::rand::token::<16>().unwrap_or_default();
-            let hint = ended.as_ref().and_then(|s| s.id_token.clone());
             let mut params: Vec<(&str, &str)> = Vec::new();
             if let Some(h) = hint.as_deref() {
                 params.push(("id_token_hint", h));

@@ -407,6 +407,23 @@ fn full_login_then_session_then_logout() {
         "{session}"
     );
 
+    // The ID token (for id_token_hint) in a cookie of its own, sent only to the logout path.
+    let hint = cb
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("_oidc_guard_idt="))
+        .unwrap();
+    assert!(
+        hint.contains("Path=/oauth2/callback/logout;") && hint.contains("HttpOnly"),
+        "{hint}"
+    );
+    assert!(!hint.contains(&id_token), "sealed");
+    assert!(
+        session.len() < 800,
+        "the session cookie stays small: {} bytes",
+        session.len()
+    );
+
     // The token request: client_secret_basic (form-encoded id and secret), the code, the same
     // redirect_uri, the PKCE verifier whose S256 is the challenge.
     let reqs = idp.net.token_requests();

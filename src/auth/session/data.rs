@@ -1,8 +1,8 @@
 //! What a session holds, and which claims it keeps.
 //!
-//! The session is small on purpose (it travels in a cookie on every request): ids, times, the
-//! refresh token, the ID token only when it is small, and only the claims the access policy and
-//! the identity headers read. A group or role claim that only the policy reads is reduced to the
+//! The session is small on purpose (it travels in a cookie and is opened on every request): ids,
+//! times, the refresh token, and only the claims the access policy and the identity headers
+//! read (the ID token, needed only at logout, travels in a cookie of its own). A group or role claim that only the policy reads is reduced to the
 //! values the policy asks about, so a user with 200 groups does not carry 200 groups in a cookie
 //! unless a header forwards them.
 
@@ -13,10 +13,6 @@ use serde_json::{Map, Value};
 
 use crate::auth::policy;
 use crate::config::Config;
-
-/// ID tokens up to this size are kept in the session for `id_token_hint` at logout; larger ones
-/// go to the shared store (when there is one) or are dropped (logout then sends `client_id`).
-pub const MAX_INLINE_ID_TOKEN: usize = 1536;
 
 /// One browser session.
 ///
@@ -48,12 +44,11 @@ pub struct Session {
     /// The refresh token, if the provider issued one.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// The ID token, when small enough to keep (for `id_token_hint`).
+    /// The ID token for `id_token_hint` at logout: server-side sessions only (a cookie session
+    /// keeps it in a cookie of its own, sent only to the logout path, so the cookie opened on
+    /// every request stays small).
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
-    /// The ID token was too large for the session and is in the shared store.
-    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
-    pub id_token_stored: bool,
     /// The claims the policy and the identity headers read.
     #[serde(rename = "c")]
     pub claims: Map<String, Value>,
@@ -226,7 +221,6 @@ mod tests {
             generation: 0,
             refresh_token: Some("secret-rt".into()),
             id_token: None,
-            id_token_stored: false,
             claims: Map::new(),
         };
         let b = s.encode().unwrap();

@@ -265,6 +265,7 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
         }
     }
     let mut rewrite = stale_key;
+    let mut new_id_token = None;
     let grace = b.session.refresh_grace_period.as_secs();
     if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
         match refresh(g, &cfg, b, Rc::unwrap_or_clone(session)) {
@@ -274,8 +275,9 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
                 // Server-side: the winner already wrote the ticket; only cookies change.
                 rewrite |= b.session.storage == SessionStorage::Cookie;
             }
-            Refreshed::New(s) => {
+            Refreshed::New(s, t) => {
                 session = Rc::new(s);
+                new_id_token = t;
                 rewrite = true;
             }
             Refreshed::Ended(why) => return refuse(g, req, &cfg, b, Refusal::Ended(why)),
@@ -291,7 +293,15 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
         );
     }
     if rewrite {
-        if let Err(e) = persist(g, req, &cfg, b, &session, ticket_secret.as_deref()) {
+        if let Err(e) = persist(
+            g,
+            req,
+            &cfg,
+            b,
+            &session,
+            ticket_secret.as_deref(),
+            new_id_token.as_deref(),
+        ) {
             g.log.push((
                 LogLevel::Warn,
                 format!("oidc-guard: could not write the session again: {e}"),
@@ -310,7 +320,7 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
 }
 
 /// Adjusts the forwarded request of an authenticated session: removes oidc-guard's own cookies
-/// (session, chunks, login flows) from the `Cookie` header when `stripAuthCookies` (default).
+/// (session and its chunks, the ID token cookie, login flows) from the `Cookie` header when `stripAuthCookies` (default).
 pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) {
     let Some(b) = g.cfg.browser.as_ref() else {
         return;
@@ -320,7 +330,10 @@ pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) 
     }
     let name = b.session.cookie_name.as_str();
     let flow_prefix = flow::flow_cookie_prefix(&b.session.cookie_prefix);
-    let ours = |k: &str| chunks::is_chunk_of(k, name) || k.starts_with(&flow_prefix);
+    let hint = hint_cookie_name(b);
+    let ours = |k: &str| {
+        chunks::is_chunk_of(k, name) || chunks::is_chunk_of(k, &hint) || k.starts_with(&flow_prefix)
+    };
     if !req.cookies.iter().any(|(k, _)| ours(k)) {
         return;
     }
@@ -448,7 +461,8 @@ fn parse_ticket(text: &str) -> Option<(&str, &str)> {
 
 /// Writes `session` for the browser: sealed cookies, or the ticket in the store plus its cookie.
 /// `ticket_secret` is the secret of an existing ticket (server-side sessions keep their ticket
-/// across refreshes); `None` draws a new one.
+/// across refreshes); `None` draws a new one. `id_token` (cookie sessions) is written to the
+/// logout-path cookie for `id_token_hint`.
 ///
 /// # Errors
 /// A log-safe message when the session cannot be written (too large for cookies, store refused,
@@ -460,6 +474,7 @@ pub(crate) fn persist(
     b: &Browser,
     session: &Session,
     ticket_secret: Option<&str>,
+    id_token: Option<&str>,
 ) -> Result<(), String> {
     let now = g.clock.now_ms() / 1000;
     let max_age = session.max.saturating_sub(now).max(1);
@@ -477,6 +492,25 @@ pub(crate) fn persist(
                 .map_err(|e| e.to_string())?;
             let lines = chunks::write(name, &sealed, &attrs, max_age, &req.cookies)?;
             req.set_cookies.extend(lines);
+            if let Some(t) = id_token {
+                let hint_name = hint_cookie_name(b);
+                let plain = format!("{}\n{t}", session.id);
+                let sealed = g
+                    .sessions
+                    .sealers(&g.keys)
+                    .session
+                    .seal(&identity, &hint_name, plain.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let hint_attrs = hint_attrs(cfg, b, req);
+                match chunks::write(&hint_name, &sealed, &hint_attrs, max_age, &req.cookies) {
+                    Ok(lines) => req.set_cookies.extend(lines),
+                    // Logout then sends client_id without id_token_hint.
+                    Err(why) => g.log.push((
+                        LogLevel::Info,
+                        format!("oidc-guard: the ID token is not kept for logout: {why}"),
+                    )),
+                }
+            }
         }
         SessionStorage::Server => {
             let secret = match ticket_secret {
@@ -510,17 +544,58 @@ pub(crate) fn persist(
     Ok(())
 }
 
+/// The cookie holding the ID token for `id_token_hint` (cookie sessions): `<prefix>idt`.
+fn hint_cookie_name(b: &Browser) -> String {
+    format!("{}idt", b.session.cookie_prefix)
+}
+
+/// The ID token cookie is scoped to the logout path: browsers send it there only, so it costs
+/// nothing on other requests.
+fn hint_attrs(cfg: &Config, b: &Browser, req: &Req<'_>) -> CookieAttrs {
+    CookieAttrs {
+        path: b.login.logout.path().to_string(),
+        ..cookie_attrs(cfg, b, req)
+    }
+}
+
 /// Ends the session the request carries (RP-initiated logout): writes its revocation marker,
-/// removes server-side data, deletes the cookies. Returns the session (for `id_token_hint`),
-/// with its ID token loaded from the store when it was kept there.
-pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> Option<Session> {
+/// removes server-side data, deletes the cookies. Returns the session, if one was presented, and
+/// the ID token for `id_token_hint`, if one was kept (and belongs to that session).
+pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> (Option<Session>, Option<String>) {
     let cfg = g.cfg.clone();
-    let b = cfg.browser.as_ref()?;
+    let Some(b) = cfg.browser.as_ref() else {
+        return (None, None);
+    };
     let loaded = load(g, req, b).ok().flatten();
     let attrs = cookie_attrs(&cfg, b, req);
     let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
     req.set_cookies.extend(lines);
-    let mut session = Rc::unwrap_or_clone(loaded?.session);
+    let session = loaded.map(|l| Rc::unwrap_or_clone(l.session));
+    let mut hint = session.as_ref().and_then(|s| s.id_token.clone());
+    if b.session.storage == SessionStorage::Cookie {
+        let hint_name = hint_cookie_name(b);
+        if let Some(text) = chunks::read(&req.cookies, &hint_name) {
+            let identity = cfg.identity().to_string();
+            let opened = g
+                .sessions
+                .sealers(&g.keys)
+                .session
+                .open(&identity, &hint_name, &text);
+            if let Ok(o) = opened {
+                let plain = String::from_utf8(o.plaintext).unwrap_or_default();
+                if let Some((id, token)) = plain.split_once('\n') {
+                    if session.as_ref().is_none_or(|s| s.id == id) {
+                        hint = Some(token.to_string());
+                    }
+                }
+            }
+            let lines = chunks::clear(&hint_name, &hint_attrs(&cfg, b, req), &req.cookies);
+            req.set_cookies.extend(lines);
+        }
+    }
+    let Some(session) = session else {
+        return (None, hint);
+    };
     let now = g.clock.now_ms() / 1000;
     // The marker must outlive every copy of the session: until its absolute end.
     let ttl = Duration::from_secs(session.max.saturating_sub(now).max(1));
@@ -530,59 +605,10 @@ pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> Option<Session> {
             format!("oidc-guard: logout: the revocation marker did not reach the shared store ({e}); other replicas accept the session until it expires"),
         ));
     }
-    if session.id_token_stored {
-        if let Ok(Some(t)) = g.store.get(Namespace::SESSION, &id_token_key(&session.id)) {
-            session.id_token = String::from_utf8(t).ok();
-        }
-        let _ = g
-            .store
-            .delete(Namespace::SESSION, &id_token_key(&session.id));
-    }
     if b.session.storage == SessionStorage::Server {
         let _ = g.store.delete(Namespace::SESSION, &ticket_key(&session.id));
     }
-    Some(session)
-}
-
-fn id_token_key(id: &str) -> String {
-    format!("idt:{id}")
-}
-
-/// Keeps `id_token` for `id_token_hint`: in the shared store when there is one (so the cookie
-/// stays small: it is opened on every request), else in the session when small enough; a large
-/// one without a shared store is dropped (logout then sends `client_id` only).
-pub(crate) fn keep_id_token(g: &mut Guard, session: &mut Session, id_token: &str) {
-    session.id_token = None;
-    session.id_token_stored = false;
-    let server = g
-        .cfg
-        .browser
-        .as_ref()
-        .is_some_and(|b| b.session.storage == SessionStorage::Server);
-    if server || (!g.cfg.store.shared() && id_token.len() <= data::MAX_INLINE_ID_TOKEN) {
-        session.id_token = Some(id_token.to_string());
-        return;
-    }
-    if g.cfg.store.shared() {
-        let now = g.clock.now_ms() / 1000;
-        let ttl = Duration::from_secs(session.max.saturating_sub(now).max(1));
-        if g.store
-            .set(
-                Namespace::SESSION,
-                &id_token_key(&session.id),
-                id_token.as_bytes(),
-                ttl,
-                Class::Confidential,
-            )
-            .is_ok()
-        {
-            session.id_token_stored = true;
-            return;
-        }
-    }
-    if id_token.len() <= data::MAX_INLINE_ID_TOKEN {
-        session.id_token = Some(id_token.to_string());
-    }
+    (Some(session), hint)
 }
 
 /// The outcome of a refresh attempt.
@@ -592,8 +618,8 @@ enum Refreshed {
     Current(Session),
     /// Another replica refreshed it: its published version.
     Adopted(Session),
-    /// Refreshed by this request.
-    New(Session),
+    /// Refreshed by this request, with the new ID token if the provider sent one.
+    New(Session, Option<String>),
     /// The provider refused the refresh token: the session is over.
     Ended(&'static str),
 }
@@ -628,7 +654,7 @@ fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Re
             break;
         }
         return match refresh_now(g, cfg, b, &session) {
-            Ok(next) => {
+            Ok((next, id_token)) => {
                 if let Ok(bytes) = next.encode() {
                     if let Err(e) = g.store.set(
                         Namespace::SESSION,
@@ -643,7 +669,7 @@ fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Re
                         ));
                     }
                 }
-                Refreshed::New(next)
+                Refreshed::New(next, id_token)
             }
             Err(RefreshError::Ended(why)) => Refreshed::Ended(why),
             Err(RefreshError::Failed(why)) => {
@@ -675,7 +701,7 @@ fn refresh_now(
     cfg: &Config,
     b: &Browser,
     old: &Session,
-) -> Result<Session, RefreshError> {
+) -> Result<(Session, Option<String>), RefreshError> {
     let Some(rt) = old.refresh_token.clone() else {
         return Err(RefreshError::Failed("no refresh token".into()));
     };
@@ -733,10 +759,15 @@ fn refresh_now(
             next.provider_sid = Some(sid.to_string());
         }
         next.claims = data::select_claims(cfg, claims.as_map());
-        keep_id_token(g, &mut next, id_token);
+        if b.session.storage == SessionStorage::Server {
+            next.id_token = Some(id_token.to_string());
+        }
     }
     // Without any lifetime the provider gives nothing to go by: keep the old one, refreshing
     // again once it is reached would loop, so the session then ends at that time.
     next.expires = expires.unwrap_or(old.expires).min(next.max);
-    Ok(next)
+    let cookie_hint = resp
+        .id_token
+        .filter(|_| b.session.storage == SessionStorage::Cookie);
+    Ok((next, cookie_hint))
 }

