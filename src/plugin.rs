@@ -307,7 +307,7 @@ impl Guard {
     /// JWKS has no usable key).
     pub fn new(cfg: Config, parts: Parts) -> Result<Guard, String> {
         let keys = Keys::from_config(&cfg);
-        let provider = ProviderState::new(&cfg).map_err(|e| format!("jwks: {e}"))?;
+        let provider = ProviderState::new(&cfg, keys.store.is_some()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
         let mut strip = vec![cfg.upstream.user_header.clone()];
         for h in &cfg.upstream.claim_headers {

@@ -111,7 +111,7 @@ mod tests {
     use serde_json::json;
 
     fn policy(users: &[&str], domains: &[&str], groups: &[&str]) -> Policy {
-        let mut cfg = json!({"issuer": "https://i", "jwks": {"keys": []}, "bearer": {"enabled": true, "audience": "a"}});
+        let mut cfg = json!({"issuer": "https://i", "jwks": crate::testkit::EcKey::generate("k").jwks(), "bearer": {"enabled": true, "audience": "a"}});
         if !users.is_empty() {
             cfg["allowedUsers"] = json!(users);
         }

@@ -113,6 +113,10 @@ pub struct ProviderState {
     configured_issuer: Option<String>,
     overrides: Overrides,
     allow_http: bool,
+    /// Whether documents are shared through the L2: only when the store seals values with a
+    /// secret. With an unkeyed integrity tag anyone who can write to Redis could plant signing
+    /// keys, so then they are neither written nor read.
+    share: bool,
     static_jwks: Option<Rc<Jwks>>,
     metadata: Option<Cached<Metadata>>,
     jwks: Option<Cached<Jwks>>,
@@ -130,12 +134,13 @@ struct Overrides {
 }
 
 impl ProviderState {
-    /// Builds the state from the configuration.
+    /// Builds the state from the configuration. `share` says whether the store seals values
+    /// with a secret (a session key exists): only then are documents shared through the L2.
     ///
     /// # Errors
     /// A static JWKS that does not parse (the configuration layer checks its syntax; this checks
     /// the keys themselves).
-    pub fn new(cfg: &Config) -> Result<Self, JwtError> {
+    pub fn new(cfg: &Config, share: bool) -> Result<Self, JwtError> {
         let p = &cfg.provider;
         let static_jwks = match &p.jwks {
             Some(text) => Some(Rc::new(Jwks::parse(text.as_bytes())?)),
@@ -152,6 +157,7 @@ impl ProviderState {
                 revocation_endpoint: p.revocation_endpoint.clone(),
             },
             allow_http: p.insecure_http,
+            share,
             static_jwks,
             metadata: None,
             jwks: None,
@@ -194,9 +200,9 @@ impl ProviderState {
             self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
             return Ok(m);
         };
-        // Shared copy first (sealed with the session key; absent without one).
+        // Shared copy first (only when sealed with the session key, see `share`).
         let key = url.clone();
-        if let Ok(Some(bytes)) = d.store.get(Namespace::DISCOVERY, &key) {
+        if let Some(bytes) = self.shared_get(d, Namespace::DISCOVERY, &key) {
             if let Ok(m) = self.parse_metadata(&url, &bytes) {
                 let m = Rc::new(m);
                 self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
@@ -208,17 +214,26 @@ impl ProviderState {
             Ok((m, raw)) => {
                 let m = Rc::new(m);
                 self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
-                let _ = d.store.set(
-                    Namespace::DISCOVERY,
-                    &key,
-                    &raw,
-                    Duration::from_millis(DISCOVERY_TTL_MS),
-                    Class::Confidential,
-                );
+                self.shared_set(d, Namespace::DISCOVERY, &key, &raw, DISCOVERY_TTL_MS);
                 Ok(m)
             }
             // Metadata rarely changes: keep serving the previous copy when the refresh fails.
             Err(e) => stale.ok_or(e),
+        }
+    }
+
+    fn shared_get(&self, d: &mut Deps<'_>, ns: Namespace, key: &str) -> Option<Vec<u8>> {
+        if !self.share {
+            return None;
+        }
+        d.store.get(ns, key).ok().flatten()
+    }
+
+    fn shared_set(&self, d: &mut Deps<'_>, ns: Namespace, key: &str, value: &[u8], ttl_ms: u64) {
+        if self.share {
+            // Class::Confidential: sealed with AES-256-GCM under the store key, never stored
+            // with a bare integrity tag.
+            let _ = d.store.set(ns, key, value, Duration::from_millis(ttl_ms), Class::Confidential);
         }
     }
 
@@ -378,7 +393,7 @@ impl ProviderState {
             .clone()
             .ok_or(ProviderError::NotConfigured("jwks_uri (the provider lists none)"))?;
         if !skip_shared {
-            if let Ok(Some(bytes)) = d.store.get(Namespace::JWKS, &uri) {
+            if let Some(bytes) = self.shared_get(d, Namespace::JWKS, &uri) {
                 if let Ok(k) = Jwks::parse(&bytes) {
                     let k = Rc::new(k);
                     self.jwks = Some(Cached { value: k.clone(), fetched_ms: now });
@@ -394,13 +409,7 @@ impl ProviderState {
         }
         let keys = Rc::new(keys);
         self.jwks = Some(Cached { value: keys.clone(), fetched_ms: now });
-        let _ = d.store.set(
-            Namespace::JWKS,
-            &uri,
-            &body,
-            Duration::from_millis(JWKS_TTL_MS),
-            Class::Confidential,
-        );
+        self.shared_set(d, Namespace::JWKS, &uri, &body, JWKS_TTL_MS);
         Ok(keys)
     }
 

@@ -7,7 +7,8 @@ use serde_json::json;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::{Config, Platform};
-use crate::store::{Mode, Sealer, TieredConfig, TieredStore};
+use crate::store::{Class, Mode, Namespace, Sealer, TieredConfig, TieredStore};
+use std::time::Duration;
 use crate::testkit::{EcKey, ScriptedFetch};
 
 const URL: &str = "https://idp.test";
@@ -62,7 +63,7 @@ fn discovers_lazily_and_caches() {
             .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
             .route(&format!("{URL}/jwks"), 200, &key.jwks()),
     );
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert!(w.fetch.requests.is_empty(), "nothing fetched at start-up");
     let m = p.metadata(&mut w.deps()).unwrap();
     assert_eq!(m.token_endpoint.as_deref(), Some("https://idp.test/token"));
@@ -84,16 +85,16 @@ fn refuses_issuer_mismatch_and_http_endpoints() {
     let mut w = World::new(
         ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://evil.test")),
     );
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
 
     let doc = json!({"issuer": URL, "jwks_uri": "http://idp.test/jwks"}).to_string();
     let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &doc));
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
 
     let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, "not json"));
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
 }
 
@@ -102,7 +103,7 @@ fn trailing_slash_issuer_is_accepted() {
     let mut w = World::new(
         ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://idp.test/")),
     );
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://idp.test/");
 }
 
@@ -112,7 +113,7 @@ fn provider_down_backs_off_then_recovers() {
         ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL)),
     );
     w.fetch.down = true;
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Unreachable(_))));
     // Within the back-off the provider is not asked again.
     assert!(p.metadata(&mut w.deps()).is_err());
@@ -131,7 +132,7 @@ fn unknown_kid_refetches_at_most_once_per_interval() {
             .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
             .route(&format!("{URL}/jwks"), 200, &old.jwks()),
     );
-    let mut p = ProviderState::new(&config(json!({}))).unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     let now = w.clock.now_secs();
     let token = new.sign(json!({}), &json!({"iss": URL, "aud": "api", "exp": now + 60}));
     let verify = |k: &Jwks| crate::jwt::Validation::new(URL).audience("api").verify(&token, k, now).map(|_| ());
@@ -161,7 +162,7 @@ fn static_configuration_never_fetches() {
     )
     .unwrap();
     let mut w = World::new(ScriptedFetch::default());
-    let mut p = ProviderState::new(&cfg).unwrap();
+    let mut p = ProviderState::new(&cfg, false).unwrap();
     assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://static.test");
     assert_eq!(p.keys(&mut w.deps()).unwrap().len(), 1);
     let now = w.clock.now_secs();
@@ -169,4 +170,45 @@ fn static_configuration_never_fetches() {
     let r = p.verify(&mut w.deps(), |k| crate::jwt::Validation::new("https://static.test").audience("api").verify(&token, k, now));
     assert!(matches!(r, Err(VerifyError::Token(JwtError::UnknownKid))));
     assert!(w.fetch.requests.is_empty());
+}
+
+#[test]
+fn keys_planted_in_an_unsealed_store_are_never_used() {
+    // Someone with write access to Redis plants a JWKS for their own key under the JWKS entry.
+    // Without a session key the store only carries an unkeyed integrity tag, so the provider
+    // must neither read nor write shared documents.
+    let real = EcKey::generate("real");
+    let evil = EcKey::generate("evil");
+    let mut w = World::new(
+        ScriptedFetch::default()
+            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(&format!("{URL}/jwks"), 200, &real.jwks()),
+    );
+    let jwks_uri = format!("{URL}/jwks");
+    w.store
+        .set(Namespace::JWKS, &jwks_uri, evil.jwks().as_bytes(), Duration::from_secs(600), Class::Cache)
+        .unwrap();
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
+    let keys = p.keys(&mut w.deps()).unwrap();
+    assert!(keys.contains_kid("real") && !keys.contains_kid("evil"));
+    assert_eq!(w.fetch.count(&jwks_uri), 1, "fetched from the provider, not from the store");
+}
+
+#[test]
+fn sealed_store_shares_documents_between_instances() {
+    let key = EcKey::generate("k1");
+    let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+    let seal = crate::store::SealKey::new([7u8; 32]);
+    let mut w = World::new(
+        ScriptedFetch::default()
+            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(&format!("{URL}/jwks"), 200, &key.jwks()),
+    );
+    w.store = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::aead(&seal), clock);
+    let mut a = ProviderState::new(&config(json!({})), true).unwrap();
+    a.keys(&mut w.deps()).unwrap();
+    // A second instance (same store) finds both documents without asking the provider.
+    let mut b = ProviderState::new(&config(json!({})), true).unwrap();
+    b.keys(&mut w.deps()).unwrap();
+    assert_eq!(w.fetch.requests.len(), 2, "discovery and JWKS fetched once for both instances");
 }
