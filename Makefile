@@ -43,7 +43,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# The suites run the artifacts `make build` just wrote instead of building their own copies.
 test: test-deps build lint
+	OIDC_GUARD_WASM=$(CURDIR)/dist/oidc-guard/plugin.wasm \
+	OIDC_GUARD_BRIDGE_WASM=$(CURDIR)/dist/oidc-guard-bridge.wasm \
 	$(CARGO) test --locked --workspace -- --test-threads=$${TEST_THREADS:-4}
 
 demo: build

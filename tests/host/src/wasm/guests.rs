@@ -70,7 +70,10 @@ fn copy_out(built: &Path, name: &str) -> Result<PathBuf> {
     let dst_dir = out_dir().join("out");
     std::fs::create_dir_all(&dst_dir)?;
     let dst = dst_dir.join(format!("{name}.wasm"));
-    std::fs::copy(built, &dst).with_context(|| format!("copying {}", built.display()))?;
+    // Copy then rename, so a reader never sees a half-written file.
+    let tmp = dst_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::copy(built, &tmp).with_context(|| format!("copying {}", built.display()))?;
+    std::fs::rename(&tmp, &dst).with_context(|| format!("renaming to {}", dst.display()))?;
     Ok(dst)
 }
 
@@ -88,24 +91,27 @@ pub fn plugin(kind: Artifact) -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     once(&format!("plugin-{kind:?}"), || {
-        match kind {
-            Artifact::Traefik => cargo_build(&["-p", "oidc-guard"])?,
-            Artifact::Bridge => cargo_build(&[
-                "-p",
-                "oidc-guard",
-                "--no-default-features",
-                "--features",
-                "bridge",
-            ])?,
-        }
         let name = match kind {
             Artifact::Traefik => "oidc-guard",
             Artifact::Bridge => "oidc-guard-bridge",
         };
-        copy_out(
-            &out_dir().join("wasm32-wasip1/release/oidc-guard.wasm"),
-            name,
-        )
+        // Both artifacts are the same binary with other features, written to the same file:
+        // another test process may build the other one between our build and our copy, so the
+        // copy is checked (the bridge artifact imports `oidc_guard_bridge_v1`, the Traefik one
+        // does not) and the build repeated when it is the wrong one.
+        for _ in 0..5 {
+            match kind {
+                Artifact::Traefik => cargo_build(&["-p", "oidc-guard"])?,
+                Artifact::Bridge => cargo_build(&["-p", "oidc-guard", "--no-default-features", "--features", "bridge"])?,
+            }
+            let out = copy_out(&out_dir().join("wasm32-wasip1/release/oidc-guard.wasm"), name)?;
+            let bytes = std::fs::read(&out)?;
+            let is_bridge = bytes.windows(20).any(|w| w == b"oidc_guard_bridge_v1");
+            if is_bridge == (kind == Artifact::Bridge) {
+                return Ok(out);
+            }
+        }
+        bail!("another process kept rebuilding the other artifact; set OIDC_GUARD_WASM / OIDC_GUARD_BRIDGE_WASM")
     })
 }
 
