@@ -283,7 +283,10 @@ pub fn send(fd: SocketFd, buf: &[u8]) -> Result<usize, Errno> {
     let mut n: u32 = 0;
     // SAFETY: `iov` describes `buf`, which outlives the call; `n` is writable.
     check(unsafe { ffi::sock_send(fd.0, &iov, 1, 0, &mut n) })?;
-    Ok(n as usize)
+    // Never more than was offered: callers slice `buf[n..]` (std's `write_all`, rustls), and a
+    // host that mixes up concurrent calls (traefik#11629 shares its iovec scratch between
+    // instances) could report another call's count; trusting it would panic, i.e. trap.
+    Ok((n as usize).min(buf.len()))
 }
 
 /// Receives into `buf`; 0 means the peer closed.
