@@ -25,7 +25,7 @@
 //! `forwardedHeaders.trustedIPs`), else `http`; the host is the `Host` header, or
 //! `X-Forwarded-Host` when the TCP peer is in `trustedProxies`.
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::config::{Config, PathOrUrl};
 use crate::http::url::split_host_port;
@@ -39,27 +39,54 @@ pub const MAX_FLOWS: usize = 8;
 pub const MAX_RETURN_PATH: usize = 2048;
 
 /// One login in progress.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Flow {
     /// `state` (RFC 6749 §10.12: CSRF protection).
-    #[serde(rename = "s")]
     pub state: String,
     /// `nonce` (OIDC Core 3.1.2.1, 3.1.3.7 step 11).
-    #[serde(rename = "n")]
     pub nonce: String,
     /// PKCE `code_verifier` (RFC 7636 §4.1), when PKCE is on.
-    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
     pub verifier: Option<String>,
     /// Path and query to return to.
-    #[serde(rename = "u")]
     pub return_to: String,
     /// The `redirect_uri` of the authorization request (the token request must repeat it,
     /// RFC 6749 §4.1.3).
-    #[serde(rename = "r")]
     pub redirect_uri: String,
     /// When the login started, ms since the epoch.
-    #[serde(rename = "t")]
     pub started_ms: u64,
+}
+
+impl Flow {
+    /// The sealed cookie's plaintext: a JSON object with one-letter members (`s` state, `n`
+    /// nonce, `v` verifier, `u` return path, `r` redirect URI, `t` start time).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert("s".into(), Value::String(self.state.clone()));
+        m.insert("n".into(), Value::String(self.nonce.clone()));
+        if let Some(v) = &self.verifier {
+            m.insert("v".into(), Value::String(v.clone()));
+        }
+        m.insert("u".into(), Value::String(self.return_to.clone()));
+        m.insert("r".into(), Value::String(self.redirect_uri.clone()));
+        m.insert("t".into(), Value::from(self.started_ms));
+        Value::Object(m).to_string().into_bytes()
+    }
+
+    /// Parses [`Flow::encode`]'s output; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Flow> {
+        let Value::Object(m) = serde_json::from_slice(bytes).ok()? else {
+            return None;
+        };
+        let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Flow {
+            state: s("s")?,
+            nonce: s("n")?,
+            verifier: s("v"),
+            return_to: s("u")?,
+            redirect_uri: s("r")?,
+            started_ms: m.get("t").and_then(Value::as_u64)?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Flow {

@@ -137,14 +137,11 @@ pub fn start_login(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let Some(name) = flow::flow_cookie_name(&b.session.cookie_prefix, &state) else {
         return Response::unavailable("Sign-in is unavailable right now; try again shortly.");
     };
-    let sealed = serde_json::to_vec(&flow)
-        .map_err(|_| crate::error::Error::Other("flow does not serialise".into()))
-        .and_then(|plain| {
-            g.sessions
-                .sealers(&g.keys)
-                .flow
-                .seal(cfg.identity(), &name, &plain)
-        });
+    let sealed = g
+        .sessions
+        .sealers(&g.keys)
+        .flow
+        .seal(cfg.identity(), &name, &flow.encode());
     let Ok(sealed) = sealed else {
         g.log.push((
             LogLevel::Error,
@@ -301,8 +298,8 @@ fn complete(
         .flow
         .open(&identity, &name, &sealed)
         .map_err(|e| fail(400, START_AGAIN, format!("login-flow cookie refused: {e}")))?;
-    let flow: Flow = serde_json::from_slice(&opened.plaintext)
-        .map_err(|_| fail(400, START_AGAIN, "login-flow cookie does not hold a login"))?;
+    let flow = Flow::decode(&opened.plaintext)
+        .ok_or_else(|| fail(400, START_AGAIN, "login-flow cookie does not hold a login"))?;
     if !ct_eq(flow.state.as_bytes(), state.as_bytes()) {
         return Err(fail(
             400,

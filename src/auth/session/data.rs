@@ -8,7 +8,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::policy;
@@ -16,41 +15,34 @@ use crate::config::Config;
 
 /// One browser session.
 ///
-/// Field names are one letter: the serialised form goes into a cookie on every request.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// Serialised as a JSON object with one-letter member names (it goes into a cookie):
+/// `i` id, `s` sub, `p` provider sid, `l` login ms, `e` expiry, `m` max, `g` generation,
+/// `r` refresh token, `t` ID token, `c` claims. Written and read by hand rather than derived:
+/// the derived code costs more guest size than these few lines.
+#[derive(Clone, PartialEq)]
 pub struct Session {
     /// Our session id (random, 128 bits): the key of revocation markers, refresh locks and
     /// server-side tickets.
-    #[serde(rename = "i")]
     pub id: String,
     /// The subject (`sub` of the ID token).
-    #[serde(rename = "s")]
     pub sub: String,
     /// The provider's session id (`sid` of the ID token), for back-channel logout.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub provider_sid: Option<String>,
     /// When the user logged in, ms since the epoch.
-    #[serde(rename = "l")]
     pub login_ms: u64,
     /// When the tokens expire (seconds since the epoch): refresh before, no access after.
-    #[serde(rename = "e")]
     pub expires: u64,
     /// Absolute end of the session (seconds): login + `sessionMaxAge`.
-    #[serde(rename = "m")]
     pub max: u64,
     /// How many refreshes led to this version (keys the refresh lock).
-    #[serde(rename = "g", default)]
     pub generation: u32,
     /// The refresh token, if the provider issued one.
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     /// The ID token for `id_token_hint` at logout: server-side sessions only (a cookie session
     /// keeps it in a cookie of its own, sent only to the logout path, so the cookie opened on
     /// every request stays small).
-    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     /// The claims the policy and the identity headers read.
-    #[serde(rename = "c")]
     pub claims: Map<String, Value>,
 }
 
@@ -75,15 +67,64 @@ impl Session {
     /// The serialised form (JSON).
     ///
     /// # Errors
-    /// Never in practice (serialising a map of JSON values cannot fail); mapped for safety.
+    /// Never in practice (serialising JSON values cannot fail); mapped for safety.
     pub fn encode(&self) -> Result<Vec<u8>, crate::error::Error> {
-        serde_json::to_vec(self)
+        let mut m = Map::new();
+        m.insert("i".into(), Value::String(self.id.clone()));
+        m.insert("s".into(), Value::String(self.sub.clone()));
+        if let Some(p) = &self.provider_sid {
+            m.insert("p".into(), Value::String(p.clone()));
+        }
+        m.insert("l".into(), Value::from(self.login_ms));
+        m.insert("e".into(), Value::from(self.expires));
+        m.insert("m".into(), Value::from(self.max));
+        m.insert("g".into(), Value::from(self.generation));
+        if let Some(r) = &self.refresh_token {
+            m.insert("r".into(), Value::String(r.clone()));
+        }
+        if let Some(t) = &self.id_token {
+            m.insert("t".into(), Value::String(t.clone()));
+        }
+        m.insert("c".into(), Value::Object(self.claims.clone()));
+        serde_json::to_vec(&Value::Object(m))
             .map_err(|_| crate::error::Error::Other("session does not serialise".into()))
     }
 
-    /// Parses the serialised form.
+    /// Parses the serialised form; `None` for anything that is not a complete session.
     pub fn decode(bytes: &[u8]) -> Option<Session> {
-        serde_json::from_slice(bytes).ok()
+        let Value::Object(mut m) = serde_json::from_slice(bytes).ok()? else {
+            return None;
+        };
+        let mut string = |k: &str| match m.remove(k) {
+            Some(Value::String(s)) => Some(Some(s)),
+            None | Some(Value::Null) => Some(None),
+            Some(_) => None,
+        };
+        let id = string("i")??;
+        let sub = string("s")??;
+        let provider_sid = string("p")?;
+        let refresh_token = string("r")?;
+        let id_token = string("t")?;
+        let num = |k: &str| m.get(k).and_then(Value::as_u64);
+        let login_ms = num("l")?;
+        let expires = num("e")?;
+        let max = num("m")?;
+        let generation = u32::try_from(num("g").unwrap_or(0)).ok()?;
+        let Some(Value::Object(claims)) = m.remove("c") else {
+            return None;
+        };
+        Some(Session {
+            id,
+            sub,
+            provider_sid,
+            login_ms,
+            expires,
+            max,
+            generation,
+            refresh_token,
+            id_token,
+            claims,
+        })
     }
 
     /// The revocation check's view of this session.

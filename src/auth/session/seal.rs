@@ -29,8 +29,9 @@ const KID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + KID_LEN + NONCE_LEN;
-/// Sealed values larger than this (decoded) are refused before any work (8 chunks of cookies).
-pub(crate) const MAX_SEALED: usize = 64 * 1024;
+/// Sealed values larger than this (decoded) are refused before any work: 8 cookie chunks hold
+/// less, so a forged oversized value never costs an AES-GCM pass over more than this.
+pub(crate) const MAX_SEALED: usize = 24 * 1024;
 
 /// What a sealed value is for; each purpose has its own associated-data domain, so a value
 /// sealed for one can never be opened as another even if the keys were shared.
