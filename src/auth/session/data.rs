@@ -2,9 +2,9 @@
 //!
 //! The session is small on purpose (it travels in a cookie and is opened on every request): ids,
 //! times, the refresh token, and only the claims the access policy and the identity headers
-//! read (the ID token, needed only at logout, travels in a cookie of its own). A group or role claim that only the policy reads is reduced to the
-//! values the policy asks about, so a user with 200 groups does not carry 200 groups in a cookie
-//! unless a header forwards them.
+//! read (the ID token, needed only at logout, travels in a cookie of its own). A group or role
+//! claim that only the policy reads is reduced to the values the policy asks about, so a user
+//! with 200 groups does not carry 200 groups in a cookie unless a header forwards them.
 
 use std::fmt;
 

@@ -320,7 +320,8 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
 }
 
 /// Adjusts the forwarded request of an authenticated session: removes oidc-guard's own cookies
-/// (session and its chunks, the ID token cookie, login flows) from the `Cookie` header when `stripAuthCookies` (default).
+/// (session and its chunks, the ID token cookie, login flows) from the `Cookie` header when
+/// `stripAuthCookies` (default). No access token is forwarded (the session keeps none).
 pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) {
     let Some(b) = g.cfg.browser.as_ref() else {
         return;

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! version (1) = 1 | key id (4) | nonce (12) | ciphertext | GCM tag (16)
-//! associated data = domain ‖ 0 ‖ middleware identity ‖ 0 ‖ cookie name ‖ 0 ‖ version ‖ key id
+//! associated data = domain ‖ 0 ‖ middleware identity ‖ 0 ‖ cookie name ‖ 0 ‖ version
+//!                   ‖ key id
 //! ```
 //!
 //! The key id is the first four bytes of SHA-256 over a fixed label and the key: it says which
