@@ -29,7 +29,9 @@ cargo build -q --locked --release -p oidc-guard-backend
 "$root/target/release/echo-backend" 127.0.0.1:8081 >"$run/backend.log" 2>&1 &
 pids+=($!)
 
-IDP_LOGIN_PAGE=form node tests/idp/server.mjs --port 9090 >"$run/idp.log" 2>&1 &
+IDP_LOGIN_PAGE=form \
+IDP_POST_LOGOUT_REDIRECT_URIS=http://127.0.0.1:8080/public/,http://localhost:8080/public/ \
+  node tests/idp/server.mjs --port 9090 >"$run/idp.log" 2>&1 &
 pids+=($!)
 
 # A fresh session key for this run (the plugin has no default key, ever).

@@ -468,8 +468,8 @@ impl Guard {
         }
         let ex = req.ex;
         let user = policy::user_value(&self.cfg.policy, &identity.claims);
-        match user {
-            Some(u) => ex.set_header(&self.cfg.upstream.user_header, &sanitize_header_value(&u)),
+        match user.as_deref().and_then(sanitize_header_value) {
+            Some(u) => ex.set_header(&self.cfg.upstream.user_header, &u),
             None => {
                 // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
                 self.log.push((
@@ -480,8 +480,18 @@ impl Guard {
             }
         }
         for h in &self.cfg.upstream.claim_headers {
-            if let Some(v) = policy::claim_string(&identity.claims, &h.claim) {
-                ex.set_header(&h.header, &sanitize_header_value(&v));
+            let Some(v) = policy::claim_string(&identity.claims, &h.claim) else { continue };
+            match sanitize_header_value(&v) {
+                Some(v) => ex.set_header(&h.header, &v),
+                // Never a truncated list (a cut group list could mean something else to the
+                // backend): the header is left out and the operator told.
+                None => self.log.push((
+                    LogLevel::Warn,
+                    format!(
+                        "oidc-guard: claim {:?} is longer than {MAX_HEADER_VALUE} bytes; header {} not set",
+                        h.claim, h.header
+                    ),
+                )),
             }
         }
         if identity.via == Via::Session {
@@ -553,10 +563,14 @@ fn build_store(cfg: &Config, keys: &Keys, l2: Option<Box<dyn L2>>, clock: Rc<dyn
     TieredStore::new(tc, l2, sealer, clock)
 }
 
-/// Removes CR, LF and other control characters from a value going into a request header, and
-/// bounds its length.
-pub fn sanitize_header_value(v: &str) -> String {
-    v.chars().filter(|c| !c.is_control()).take(4096).collect()
+/// Longest identity header value set for the backend.
+pub const MAX_HEADER_VALUE: usize = 16 * 1024;
+
+/// A value for a request header: control characters (CR, LF, NUL, …) removed; `None` when it is
+/// longer than [`MAX_HEADER_VALUE`] (it is never truncated).
+pub fn sanitize_header_value(v: &str) -> Option<String> {
+    let clean: String = v.chars().filter(|c| !c.is_control()).collect();
+    (clean.len() <= MAX_HEADER_VALUE).then_some(clean)
 }
 
 fn strip_identity_headers_default(ex: &dyn Exchange) {

@@ -274,7 +274,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("forceHTTPS", Kind::Bool, Def::Value("false"),
       "Build redirect URIs with `https` whatever the request scheme (traefikoidc's default was on). Set it behind a TLS-terminating load balancer that is not a trusted proxy."),
     k("trustedProxies", Kind::CidrList, Def::None,
-      "Peers (IPs/CIDRs) whose `X-Forwarded-Proto`/`X-Forwarded-Host`/`X-Forwarded-For` are honoured; from anyone else they are ignored."),
+      "Peers (IPs/CIDRs) whose `X-Forwarded-Host` is honoured for the redirect URI; from anyone else the `Host` header is used. `X-Forwarded-Proto` is always used: Traefik overwrites it for clients outside its own `entryPoints.forwardedHeaders.trustedIPs` before the plugin runs."),
     k("skipAuthPreflight", Kind::Bool, Def::Value("false"),
       "Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through unauthenticated (oauth2-proxy's `skip-auth-preflight`)."),
     // --- session

@@ -134,3 +134,26 @@ fn browser_detection() {
     post.method = "POST".into();
     assert!(!p(&post));
 }
+
+#[test]
+fn identity_headers_are_set_whole_or_not_at_all() {
+    let key = EcKey::generate("k");
+    let mut cfg = bearer_only();
+    cfg["jwks"] = json!(key.jwks());
+    cfg["claimHeaders"] = json!({"X-Groups": "groups", "X-Name": "name"});
+    cfg["bearer"]["maxTokenSize"] = json!(60000);
+    let mut p = plugin_with(cfg);
+    let now = 1_700_000_000u64;
+    let many: Vec<String> = (0..1400).map(|i| format!("group-{i:05}")).collect();
+    let token = key.sign(
+        json!({}),
+        &json!({"iss": "https://idp.test", "aud": "api", "sub": "alice\r\nX-Evil: 1", "exp": now + 600,
+                "iat": now, "groups": many, "name": "Alice\u{0}Smith"}),
+    );
+    let ex = FakeExchange::get("/api").with("Authorization", &format!("Bearer {token}"));
+    assert!(p.handle(&ex), "{:?}", ex.sent.borrow());
+    assert_eq!(ex.upstream_header("x-forwarded-user").as_deref(), Some("aliceX-Evil: 1"), "CR/LF removed");
+    assert_eq!(ex.upstream_header("x-name").as_deref(), Some("AliceSmith"));
+    assert_eq!(ex.upstream_header("x-groups"), None, "a list too long for a header is left out, not cut");
+    assert!(ex.logs.borrow().iter().any(|(_, m)| m.contains("X-Groups")));
+}
