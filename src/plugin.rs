@@ -172,8 +172,9 @@ pub struct Keys {
     pub session: Vec<[u8; 32]>,
     /// Keys opening login-flow (state) cookies, newest first.
     pub flow: Vec<[u8; 32]>,
-    /// The key sealing values in the L2 (sessions tickets, refresh results, cached documents).
-    pub store: Option<[u8; 32]>,
+    /// Keys sealing values in the L2 (session tickets, refresh results, cached documents),
+    /// newest first: the first seals, all open.
+    pub store: Vec<[u8; 32]>,
 }
 
 impl Keys {
@@ -189,7 +190,7 @@ impl Keys {
         Keys {
             session: derive("session-cookie"),
             flow: derive("login-flow-cookie"),
-            store: secrets.first().map(|s| crate::crypto::derive_key(s.as_bytes(), "store-envelope")),
+            store: derive("store-envelope"),
         }
     }
 }
@@ -307,7 +308,7 @@ impl Guard {
     /// JWKS has no usable key).
     pub fn new(cfg: Config, parts: Parts) -> Result<Guard, String> {
         let keys = Keys::from_config(&cfg);
-        let provider = ProviderState::new(&cfg, keys.store.is_some()).map_err(|e| format!("jwks: {e}"))?;
+        let provider = ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
         let mut strip = vec![cfg.upstream.user_header.clone()];
         for h in &cfg.upstream.claim_headers {
@@ -555,8 +556,11 @@ fn build_store(cfg: &Config, keys: &Keys, l2: Option<Box<dyn L2>>, clock: Rc<dyn
         tc.negative_ttl = b.session.revocation_check_interval;
     }
     tc.insecure_accept_per_instance = cfg.replay.insecure_allow_per_instance;
-    let sealer = match &keys.store {
-        Some(k) => Sealer::aead(&SealKey::new(*k)),
+    let sealer = match keys.store.split_first() {
+        Some((newest, older)) => {
+            let older: Vec<SealKey> = older.iter().map(|k| SealKey::new(*k)).collect();
+            Sealer::aead_rotating(&SealKey::new(*newest), &older)
+        }
         None => Sealer::integrity(),
     };
     let l2 = if mode == Mode::Memory { None } else { l2 };

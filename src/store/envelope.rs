@@ -75,7 +75,8 @@ impl fmt::Debug for SealKey {
 pub struct Sealer(Kind);
 
 enum Kind {
-    Aead(Box<Aes256Gcm>),
+    /// The first cipher seals; every one opens (key rotation: the newest key first).
+    Aead(Vec<Aes256Gcm>),
     Tag(Option<hmac::Key>),
 }
 
@@ -131,7 +132,15 @@ impl std::error::Error for OpenError {}
 impl Sealer {
     /// AES-256-GCM: confidential and authentic values.
     pub fn aead(key: &SealKey) -> Self {
-        Self(Kind::Aead(Box::new(Aes256Gcm::new(&key.0.into()))))
+        Self(Kind::Aead(vec![Aes256Gcm::new(&key.0.into())]))
+    }
+
+    /// AES-256-GCM with key rotation: `newest` seals; `newest` and every key of `older` open,
+    /// so values written before a new key was put first stay readable until they expire.
+    pub fn aead_rotating(newest: &SealKey, older: &[SealKey]) -> Self {
+        let mut ciphers = vec![Aes256Gcm::new(&newest.0.into())];
+        ciphers.extend(older.iter().map(|k| Aes256Gcm::new(&k.0.into())));
+        Self(Kind::Aead(ciphers))
     }
 
     /// An unkeyed SHA-256 tag: detects mix-ups and corruption, not forgery. For configurations
@@ -191,7 +200,8 @@ impl Sealer {
         out.extend_from_slice(&header);
         out.extend_from_slice(payload);
         match &self.0 {
-            Kind::Aead(cipher) => {
+            Kind::Aead(ciphers) => {
+                let cipher = ciphers.first().ok_or(StoreError::TooLarge)?;
                 let aad = sealed_aad(&header, full_key);
                 // `out` holds the header and the payload: the split point is in range.
                 let (_, body) = out.split_at_mut(HEADER_LEN);
@@ -229,14 +239,21 @@ impl Sealer {
             return Err(OpenError::Invalid);
         }
         let payload = match &self.0 {
-            Kind::Aead(cipher) => {
+            Kind::Aead(ciphers) => {
                 let tag: [u8; GCM_TAG_LEN] = tag.try_into().map_err(|_| OpenError::Invalid)?;
                 let aad = sealed_aad(header, full_key);
-                let mut buf = body.to_vec();
-                cipher
-                    .decrypt_in_place_detached(&Nonce::from(nonce), &aad, &mut buf, &Tag::from(tag))
-                    .map_err(|_| OpenError::Invalid)?;
-                buf
+                let mut opened = None;
+                for cipher in ciphers {
+                    let mut buf = body.to_vec();
+                    if cipher
+                        .decrypt_in_place_detached(&Nonce::from(nonce), &aad, &mut buf, &Tag::from(tag))
+                        .is_ok()
+                    {
+                        opened = Some(buf);
+                        break;
+                    }
+                }
+                opened.ok_or(OpenError::Invalid)?
             }
             Kind::Tag(key) => {
                 let want = integrity_tag(key.as_ref(), header, full_key, body);
@@ -495,5 +512,18 @@ mod tests {
         let k = SealKey::new([0x41; 32]);
         assert_eq!(format!("{k:?}"), "SealKey(<redacted>)");
         assert!(!format!("{:?}", Sealer::aead(&k)).contains("41"));
+    }
+
+    #[test]
+    fn rotation_opens_values_sealed_with_an_older_key() {
+        let old = SealKey::new([1u8; 32]);
+        let new = SealKey::new([2u8; 32]);
+        let before = Sealer::aead(&old).seal("k", b"v", 10_000).unwrap();
+        let rotated = Sealer::aead_rotating(&new, std::slice::from_ref(&old));
+        assert_eq!(rotated.open("k", &before, 1).unwrap().payload, b"v");
+        let after = rotated.seal("k", b"w", 10_000).unwrap();
+        assert!(Sealer::aead(&old).open("k", &after, 1).is_err(), "the newest key seals");
+        assert_eq!(Sealer::aead(&new).open("k", &after, 1).unwrap().payload, b"w");
+        assert!(rotated.open("other", &before, 1).is_err());
     }
 }
