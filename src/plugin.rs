@@ -16,6 +16,7 @@
 //! After every request the store's connections are closed (sockets never outlive a request) and
 //! what happened is logged through the host.
 
+use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -233,13 +234,18 @@ pub struct Req<'a> {
     pub query: Option<String>,
     /// Request cookies.
     pub cookies: Vec<(String, String)>,
-    /// The TCP peer's address.
-    pub source_ip: Option<IpAddr>,
+    /// The TCP peer's address (read from the host on first use).
+    source_ip: OnceCell<Option<IpAddr>>,
     /// `Set-Cookie` values to send with the response (forwarded or not).
     pub set_cookies: Vec<String>,
 }
 
 impl Req<'_> {
+    /// The TCP peer's address (before any proxy headers).
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        *self.source_ip.get_or_init(|| source_ip(&self.ex.source_addr()))
+    }
+
     /// Whether the client is a browser navigating (gets a login redirect or an HTML page)
     /// rather than an API or XHR client (gets 401 with `WWW-Authenticate`).
     pub fn is_browser_navigation(&self) -> bool {
@@ -270,11 +276,77 @@ impl Req<'_> {
     }
 }
 
+/// What a credential proves: the claims, and — computed on first use and kept as long as the
+/// credential's cache entry lives — what the policy and the identity headers make of them, so a
+/// cached bearer token or session costs no claim walking on later requests.
+#[derive(Debug, PartialEq)]
+pub struct Principal {
+    claims: Map<String, Value>,
+    admission: OnceCell<Admission>,
+}
+
+/// The access decision and identity header values for one principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// `Err(reason)` when the policy refuses (the reason is for the log).
+    pub allowed: Result<(), &'static str>,
+    /// The value of `X-Forwarded-User` (or the configured header); `None` when the identifier
+    /// claim is missing or unusable.
+    pub user: Option<String>,
+    /// One entry per configured claim header, in order: the value, or `None` when the claim is
+    /// absent.
+    pub headers: Vec<Option<HeaderValue>>,
+}
+
+/// A claim header's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// Set it to this.
+    Set(String),
+    /// The claim is longer than [`MAX_HEADER_VALUE`]: left out (never truncated) and logged.
+    TooLong,
+}
+
+impl Principal {
+    /// Wraps a claims set.
+    pub fn new(claims: Map<String, Value>) -> Principal {
+        Principal { claims, admission: OnceCell::new() }
+    }
+
+    /// The claims.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// The policy verdict and header values (computed once per principal; the configuration of a
+    /// guard never changes).
+    pub fn admission(&self, cfg: &Config) -> &Admission {
+        self.admission.get_or_init(|| {
+            let allowed = policy::check(&cfg.policy, &self.claims);
+            let user = policy::user_value(&cfg.policy, &self.claims)
+                .as_deref()
+                .and_then(sanitize_header_value);
+            let headers = cfg
+                .upstream
+                .claim_headers
+                .iter()
+                .map(|h| {
+                    policy::claim_string(&self.claims, &h.claim).map(|v| match sanitize_header_value(&v) {
+                        Some(v) => HeaderValue::Set(v),
+                        None => HeaderValue::TooLong,
+                    })
+                })
+                .collect();
+            Admission { allowed, user, headers }
+        })
+    }
+}
+
 /// Who the request is from, once authenticated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
-    /// The claims the policy and the identity headers read.
-    pub claims: Map<String, Value>,
+    /// What the credential proves (shared with the credential's cache entry).
+    pub principal: Rc<Principal>,
     /// How the request authenticated.
     pub via: Via,
     /// An access token to forward upstream, if configured and available.
@@ -331,7 +403,10 @@ impl Guard {
     }
 
     /// Handles one request; `true` forwards it.
-    pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
+    pub fn handle(&mut self, host: &dyn Exchange) -> bool {
+        // One host call lists the request's headers; absent headers then cost nothing to strip
+        // or to look up.
+        let ex = &KnownHeaders::new(host);
         for h in &self.strip {
             ex.remove_header(h);
         }
@@ -357,13 +432,12 @@ impl Guard {
         let target = ex.uri();
         let (_, query) = split_target(&target);
         let query = query.map(str::to_string);
-        let source_ip = source_ip(&ex.source_addr());
         Req {
             method: ex.method().to_ascii_uppercase(),
             path: normalize(&target),
             query,
             cookies: cookie::parse(&ex.header_values("cookie")),
-            source_ip,
+            source_ip: OnceCell::new(),
             target,
             ex,
             set_cookies: Vec::new(),
@@ -403,7 +477,7 @@ impl Guard {
         let h = &self.cfg.health;
         if h.path.as_deref() == Some(path) || h.metrics_path.as_deref() == Some(path) {
             if !h.allowed_sources.is_empty()
-                && !req.source_ip.map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip))).unwrap_or(false)
+                && !req.source_ip().map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip))).unwrap_or(false)
             {
                 return Some(Step::Reply(Response::forbidden(false)));
             }
@@ -456,7 +530,9 @@ impl Guard {
     }
 
     fn admit(&mut self, req: &mut Req<'_>, identity: Identity) -> Step {
-        if let Err(reason) = policy::check(&self.cfg.policy, &identity.claims) {
+        let cfg = Rc::clone(&self.cfg);
+        let adm = identity.principal.admission(&cfg);
+        if let Err(reason) = adm.allowed {
             self.log.push((LogLevel::Info, format!("oidc-guard: access denied: {reason}")));
             let html = identity.via == Via::Session && req.is_browser_navigation();
             return Step::Reply(match identity.via {
@@ -468,31 +544,30 @@ impl Guard {
             });
         }
         let ex = req.ex;
-        let user = policy::user_value(&self.cfg.policy, &identity.claims);
-        match user.as_deref().and_then(sanitize_header_value) {
-            Some(u) => ex.set_header(&self.cfg.upstream.user_header, &u),
+        match &adm.user {
+            Some(u) => ex.set_header(&cfg.upstream.user_header, u),
             None => {
                 // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
                 self.log.push((
                     LogLevel::Warn,
-                    format!("oidc-guard: token has no {:?} claim to identify the user", self.cfg.policy.user_claim),
+                    format!("oidc-guard: token has no usable {:?} claim to identify the user", cfg.policy.user_claim),
                 ));
                 return Step::Reply(Response::forbidden(req.is_browser_navigation()));
             }
         }
-        for h in &self.cfg.upstream.claim_headers {
-            let Some(v) = policy::claim_string(&identity.claims, &h.claim) else { continue };
-            match sanitize_header_value(&v) {
-                Some(v) => ex.set_header(&h.header, &v),
+        for (h, v) in cfg.upstream.claim_headers.iter().zip(&adm.headers) {
+            match v {
+                Some(HeaderValue::Set(v)) => ex.set_header(&h.header, v),
                 // Never a truncated list (a cut group list could mean something else to the
                 // backend): the header is left out and the operator told.
-                None => self.log.push((
+                Some(HeaderValue::TooLong) => self.log.push((
                     LogLevel::Warn,
                     format!(
                         "oidc-guard: claim {:?} is longer than {MAX_HEADER_VALUE} bytes; header {} not set",
                         h.claim, h.header
                     ),
                 )),
+                None => {}
             }
         }
         if identity.via == Via::Session {
@@ -524,6 +599,78 @@ impl Guard {
 enum Step {
     Forward,
     Reply(Response),
+}
+
+/// The host exchange with the request's header names read once: lookups and removals of
+/// headers the request does not carry answer at once instead of calling the host.
+struct KnownHeaders<'a> {
+    host: &'a dyn Exchange,
+    /// Lower-cased names present in the request.
+    names: std::cell::RefCell<Vec<String>>,
+}
+
+impl<'a> KnownHeaders<'a> {
+    fn new(host: &'a dyn Exchange) -> Self {
+        let names = host.header_names().into_iter().map(|n| n.to_ascii_lowercase()).collect();
+        KnownHeaders { host, names: std::cell::RefCell::new(names) }
+    }
+
+    fn present(&self, name: &str) -> bool {
+        self.names.borrow().iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+impl Exchange for KnownHeaders<'_> {
+    fn method(&self) -> String {
+        self.host.method()
+    }
+    fn uri(&self) -> String {
+        self.host.uri()
+    }
+    fn header_values(&self, name: &str) -> Vec<String> {
+        if self.present(name) {
+            self.host.header_values(name)
+        } else {
+            Vec::new()
+        }
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        if self.present(name) {
+            self.host.header(name)
+        } else {
+            None
+        }
+    }
+    fn header_names(&self) -> Vec<String> {
+        self.names.borrow().clone()
+    }
+    fn source_addr(&self) -> String {
+        self.host.source_addr()
+    }
+    fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
+        self.host.read_body(limit)
+    }
+    fn set_header(&self, name: &str, value: &str) {
+        self.host.set_header(name, value);
+        if !self.present(name) {
+            self.names.borrow_mut().push(name.to_ascii_lowercase());
+        }
+    }
+    fn remove_header(&self, name: &str) {
+        if self.present(name) {
+            self.host.remove_header(name);
+            self.names.borrow_mut().retain(|n| !n.eq_ignore_ascii_case(name));
+        }
+    }
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.host.add_response_header(name, value);
+    }
+    fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        self.host.send(status, headers, body);
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        self.host.log(level, message);
+    }
 }
 
 fn build_store(cfg: &Config, keys: &Keys, l2: Option<Box<dyn L2>>, clock: Rc<dyn Clock>) -> TieredStore {

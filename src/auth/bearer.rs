@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+
 
 use super::dpop::{self, ProofRefusal};
 use super::provider::{ProviderError, VerifyError};
@@ -55,7 +55,7 @@ use crate::config::{Bearer, Config};
 use crate::crypto::{sha256, sha256_b64, sha256_hex};
 use crate::http::LogLevel;
 use crate::jwt::{AccessTokenValidation, Claims, JwtError, Validation, DEFAULT_CLOCK_SKEW_SECS};
-use crate::plugin::{Guard, Identity, Outcome, Req, Via};
+use crate::plugin::{Guard, Identity, Outcome, Principal, Req, Via};
 use crate::response::{BearerError, Response};
 use crate::store::{Class, Namespace, SetOutcome};
 
@@ -80,8 +80,9 @@ const ENTRY_OVERHEAD: usize = 96;
 /// A verified token, as cached.
 #[derive(Debug)]
 struct Verdict {
-    /// The full claims set (the policy and identity headers read it).
-    claims: Map<String, Value>,
+    /// The full claims set (the policy and identity headers read it), with its memoized
+    /// admission.
+    principal: Rc<Principal>,
     /// `jti`, if any.
     jti: Option<String>,
     /// `exp`, seconds (always present: the validation requires it).
@@ -370,8 +371,8 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
         Err(r) => return refuse(g, r, b.dpop.enabled),
     };
     match authenticate_token(g, req, b, scheme, token) {
-        Ok(claims) => Outcome::Authenticated(Identity {
-            claims,
+        Ok(principal) => Outcome::Authenticated(Identity {
+            principal,
             via: Via::Bearer,
             access_token: None,
         }),
@@ -445,7 +446,7 @@ fn authenticate_token(
     b: &Bearer,
     scheme: Scheme,
     token: &str,
-) -> Result<Map<String, Value>, Refusal> {
+) -> Result<Rc<Principal>, Refusal> {
     let key = sha256(token.as_bytes());
     let verdict = verdict(g, b, token, &key)?;
     // RFC 9449 §7.1/§7.2 and §6.1: the binding decides which scheme and proof are needed.
@@ -481,7 +482,7 @@ fn authenticate_token(
     if b.one_time_tokens {
         consume_one_time(g, &key, &verdict)?;
     }
-    Ok(verdict.claims.clone())
+    Ok(Rc::clone(&verdict.principal))
 }
 
 /// The verdict on the token: from the cache, or verified now (and cached either way).
@@ -570,7 +571,7 @@ impl Verdict {
             jti,
             exp,
             binding,
-            claims: claims.into_map(),
+            principal: Rc::new(Principal::new(claims.into_map())),
         })
     }
 }

@@ -141,7 +141,7 @@ pub fn https(cfg: &Config, req: &Req<'_>) -> bool {
 /// A reason when the request has no usable host.
 pub fn origin(cfg: &Config, req: &Req<'_>) -> Result<String, &'static str> {
     let trusted = req
-        .source_ip
+        .source_ip()
         .is_some_and(|ip| cfg.trusted_proxies.iter().any(|n| n.contains(&ip)));
     let forwarded = if trusted {
         req.ex

@@ -62,6 +62,7 @@ pub(crate) mod seal;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
@@ -71,11 +72,10 @@ pub use data::Session;
 use crate::auth::oidc::{flow, token};
 use crate::auth::revocation;
 use crate::config::{Browser, Config, CookieSecure, SessionStorage};
-use crate::crypto::ct_eq;
 use crate::http::cookie::{self, CookieAttrs};
 use crate::http::LogLevel;
 use crate::jwt::{IdTokenValidation, Validation};
-use crate::plugin::{Guard, Identity, Keys, Outcome, Req, Via};
+use crate::plugin::{Guard, Identity, Keys, Outcome, Principal, Req, Via};
 use crate::response::Response;
 use crate::store::{Class, Namespace, SetOutcome};
 use seal::{Purpose, Sealer};
@@ -102,14 +102,20 @@ const CACHE_ENTRIES: usize = 16;
 #[derive(Debug, Default)]
 pub struct SessionState {
     sealers: Option<Sealers>,
-    cache: Vec<Cached>,
+    /// Opened session cookies by their text. A `HashMap` lookup hashes the presented text with
+    /// std's randomly keyed SipHash and compares the full text only on a hash match, so the time
+    /// it takes says nothing useful about how close a guessed cookie is to a cached one.
+    cache: HashMap<String, Cached>,
+    uses: u64,
 }
 
 /// One opened session cookie.
 struct Cached {
-    text: String,
     session: Rc<Session>,
+    /// What it proves, with its memoized admission (policy verdict, header values).
+    principal: Rc<Principal>,
     stale_key: bool,
+    last_use: u64,
 }
 
 impl fmt::Debug for Cached {
@@ -132,7 +138,8 @@ impl SessionState {
     pub fn new(_cfg: &Config) -> Self {
         SessionState {
             sealers: None,
-            cache: Vec::new(),
+            cache: HashMap::new(),
+            uses: 0,
         }
     }
 
@@ -144,26 +151,27 @@ impl SessionState {
         })
     }
 
-    fn cached(&mut self, text: &str) -> Option<(Rc<Session>, bool)> {
-        let i = self.cache.iter().position(|c| {
-            c.text.len() == text.len() && ct_eq(c.text.as_bytes(), text.as_bytes())
-        })?;
-        // Most recently used last: evictions take the front.
-        let hit = self.cache.remove(i);
-        let out = (hit.session.clone(), hit.stale_key);
-        self.cache.push(hit);
-        Some(out)
+    fn cached(&mut self, text: &str) -> Option<(Rc<Session>, Rc<Principal>, bool)> {
+        self.uses += 1;
+        let hit = self.cache.get_mut(text)?;
+        hit.last_use = self.uses;
+        Some((hit.session.clone(), hit.principal.clone(), hit.stale_key))
     }
 
-    fn remember(&mut self, text: String, session: Rc<Session>, stale_key: bool) {
+    fn remember(&mut self, text: String, session: Rc<Session>, stale_key: bool) -> Rc<Principal> {
         if self.cache.len() >= CACHE_ENTRIES {
-            self.cache.remove(0);
+            // Least recently used out (16 entries: a scan is cheaper than bookkeeping).
+            if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_use).map(|(k, _)| k.clone()) {
+                self.cache.remove(&oldest);
+            }
         }
-        self.cache.push(Cached {
+        self.uses += 1;
+        let principal = Rc::new(Principal::new(session.claims.clone()));
+        self.cache.insert(
             text,
-            session,
-            stale_key,
-        });
+            Cached { session, principal: principal.clone(), stale_key, last_use: self.uses },
+        );
+        principal
     }
 }
 
@@ -209,6 +217,8 @@ enum Refusal {
 /// A session as loaded from the request.
 struct Loaded {
     session: Rc<Session>,
+    /// The cached principal of this very session (same `Rc`), when there is one.
+    principal: Option<Rc<Principal>>,
     /// Sealed with an older key: write it again with the newest.
     stale_key: bool,
     /// Server-side: the ticket secret (to write the ticket again after a refresh).
@@ -228,9 +238,11 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     };
     let Loaded {
         mut session,
+        principal: cached_principal,
         stale_key,
         ticket_secret,
     } = loaded;
+    let loaded_session = Rc::clone(&session);
     let now_ms = g.clock.now_ms();
     let now = now_ms / 1000;
     if now >= session.max {
@@ -308,12 +320,14 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
             ));
         }
     }
-    let claims = match Rc::try_unwrap(session) {
-        Ok(s) => s.claims,
-        Err(shared) => shared.claims.clone(),
+    // The cached principal only while the session is the one it was made from (a refresh
+    // replaces the session and its claims).
+    let principal = match cached_principal {
+        Some(p) if Rc::ptr_eq(&session, &loaded_session) => p,
+        _ => Rc::new(Principal::new(session.claims.clone())),
     };
     Outcome::Authenticated(Identity {
-        claims,
+        principal,
         via: Via::Session,
         access_token: None,
     })
@@ -388,9 +402,10 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                     Ok(None)
                 };
             };
-            if let Some((session, stale_key)) = g.sessions.cached(&text) {
+            if let Some((session, principal, stale_key)) = g.sessions.cached(&text) {
                 return Ok(Some(Loaded {
                     session,
+                    principal: Some(principal),
                     stale_key,
                     ticket_secret: None,
                 }));
@@ -403,9 +418,10 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
             let session = Session::decode(&opened.plaintext)
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
             let session = Rc::new(session);
-            g.sessions.remember(text, session.clone(), opened.stale_key);
+            let principal = g.sessions.remember(text, session.clone(), opened.stale_key);
             Ok(Some(Loaded {
                 session,
+                principal: Some(principal),
                 stale_key: opened.stale_key,
                 ticket_secret: None,
             }))
@@ -434,6 +450,7 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                 })?;
             Ok(Some(Loaded {
                 session: Rc::new(session),
+                principal: None,
                 stale_key: false,
                 ticket_secret: Some(secret.to_string()),
             }))

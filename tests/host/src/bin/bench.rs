@@ -10,7 +10,7 @@ use std::time::Duration;
 use oidc_guard_testhost::backend::Backend;
 use oidc_guard_testhost::servers::{Flavor, RedisServer, ServerConfig};
 use oidc_guard_testhost::tokens::{now, SigningKey};
-use oidc_guard_testhost::traefik::{http_status, Traefik, TraefikConfig};
+use oidc_guard_testhost::traefik::{Traefik, TraefikConfig};
 use oidc_guard_testhost::wrk::{self, median, WrkRun};
 use serde_json::{json, Value};
 
@@ -146,6 +146,19 @@ fn hybrid_group(backend: &Backend, redis: &RedisServer) -> Group {
     }
 }
 
+/// User + system CPU time of a process so far, in microseconds (`/proc/<pid>/stat`).
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15, i.e. indexes 11 and 12 after the ')'.
+    let clk = 100; // USER_HZ on Linux
+    (ticks(11) + ticks(12)) * 1_000_000 / clk
+}
+
 fn check(group: &Group, s: &Scenario) {
     let url = format!("{}{}", group.traefik.url(), s.path);
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -173,8 +186,8 @@ fn main() {
             g.scenarios.retain(|s| only.iter().any(|o| o == s.name) || s.name.starts_with("baseline"));
         }
     }
-    let _ = http_status;
     let mut results: BTreeMap<&'static str, Vec<WrkRun>> = BTreeMap::new();
+    let mut cpu_per_req: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     println!(
         "wrk -t{} -c{} -d{}s, {} repetitions per scenario, alternating order",
         a.threads, a.conns, a.secs, a.reps
@@ -192,30 +205,45 @@ fn main() {
             }
             for s in order {
                 let url = format!("{}{}", g.traefik.url(), s.path);
+                let before = cpu_us(g.traefik.pid());
                 let r = wrk::run(&url, a.threads, a.conns, a.secs, &s.headers);
-                eprintln!("  rep {rep} {:<14} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  non-2xx {}", s.name, r.rps, r.p50_ms, r.p99_ms, r.non2xx);
+                let cpu = (cpu_us(g.traefik.pid()) - before) as f64 / r.requests.max(1) as f64;
+                eprintln!(
+                    "  rep {rep} {:<14} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  Traefik CPU {:.0} us/req  non-2xx {}",
+                    s.name, r.rps, r.p50_ms, r.p99_ms, cpu, r.non2xx
+                );
                 results.entry(s.name).or_default().push(r);
+                cpu_per_req.entry(s.name).or_default().push(cpu);
             }
         }
     }
     println!();
     for g in &groups {
         println!("## {}", g.title);
-        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | ratio to no middleware | non-2xx/3xx |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | throughput ratio | Traefik CPU µs/req | CPU ratio | non-2xx/3xx |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         let base_name = g.scenarios.iter().find(|s| s.name.starts_with("baseline")).map(|s| s.name);
         let base = base_name
             .and_then(|n| results.get(n))
             .map(|v| median(&v.iter().map(|r| r.rps).collect::<Vec<_>>()))
             .unwrap_or(0.0);
+        let base_cpu = base_name
+            .and_then(|n| cpu_per_req.get(n))
+            .map(|v| median(v))
+            .unwrap_or(0.0);
         for s in &g.scenarios {
             let Some(v) = results.get(s.name) else { continue };
+            let cpu = cpu_per_req.get(s.name).map(|v| median(v)).unwrap_or(0.0);
+            let cpu_ratio = if cpu > 0.0 { base_cpu / cpu } else { 0.0 };
             let rps = median(&v.iter().map(|r| r.rps).collect::<Vec<_>>());
             let p50 = median(&v.iter().map(|r| r.p50_ms).collect::<Vec<_>>());
             let p99 = median(&v.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
             let non2xx: u64 = v.iter().map(|r| r.non2xx).sum();
             let ratio = if base > 0.0 { rps / base } else { 0.0 };
-            println!("| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {} |", s.name, s.what, rps, p50, p99, ratio, non2xx);
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {} |",
+                s.name, s.what, rps, p50, p99, ratio, cpu, cpu_ratio, non2xx
+            );
         }
         println!();
     }
