@@ -99,6 +99,9 @@ impl Fetch for ScriptedFetch {
     }
 }
 
+/// What the plugin sent instead of forwarding: status, headers, body.
+pub type Sent = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A request as a test builds it, and what the plugin did with it.
 #[derive(Default)]
 pub struct FakeExchange {
@@ -107,7 +110,7 @@ pub struct FakeExchange {
     pub headers: RefCell<Vec<(String, String)>>,
     pub source: String,
     pub body: Vec<u8>,
-    pub sent: RefCell<Option<(u16, Vec<(String, String)>, Vec<u8>)>>,
+    pub sent: RefCell<Option<Sent>>,
     pub response_headers: RefCell<Vec<(String, String)>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
 }
