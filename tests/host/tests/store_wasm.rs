@@ -501,7 +501,7 @@ fn hybrid_l1_ttl_never_outlives_the_l2() {
 /// (won, already used, other).
 fn race(p: &Probe, key: &str, n: usize) -> (usize, usize, Vec<String>) {
     let barrier = Arc::new(Barrier::new(n));
-    let at = now_ms() + 2500;
+    let at = now_ms() + 1500;
     let answers: Vec<store_support::Answer> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|_| {
