@@ -1005,6 +1005,12 @@ fn malformed_bridge_replies_are_refused_and_logged_never_a_trap() {
         ),
         (
             "kv_get",
+            Fault::ClaimLength(3),
+            "get",
+            "failed its integrity check",
+        ),
+        (
+            "kv_get",
             Fault::ClaimLength(2_000_000),
             "get",
             "announced 2000000 bytes",
