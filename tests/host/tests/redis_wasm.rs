@@ -219,6 +219,50 @@ fn valkey_standalone_password_acl_db_and_prefix() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Large values: partial writes and reads on non-blocking sockets, plain and TLS
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn large_values_cross_partial_writes_and_reads() {
+    let certs = TestCerts::generate();
+    let dir = certs.dir.display().to_string();
+    let plain = RedisServer::start(Flavor::Redis, &ServerConfig::default());
+    let tls = tls_redis(&certs, false);
+    let inst = unique("large");
+    let probes = [
+        ready(&inst, json!({"address": plain.addr()}), json!({}), &[]),
+        ready(
+            &inst,
+            json!({"address": tls.addr(), "tls": {"caFile": certs.ca_cert.display().to_string()}}),
+            json!({}),
+            &[dir.as_str()],
+        ),
+    ];
+    for (p, what) in probes.iter().zip(["plain", "TLS"]) {
+        for size in [70_000usize, 900_000] {
+            // Not one repeated byte: a shifted or truncated read would show.
+            let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 23) as u8).collect();
+            let key = format!("big-{size}");
+            let a = p.set_body("probe", &key, &value, 60_000, "cache");
+            assert_eq!(a.status, 200, "{what} {size}: {}", a.text);
+            let g = p.get("probe", &key);
+            assert_eq!(
+                g.status,
+                200,
+                "{what} {size}: {}",
+                &g.text[..g.text.len().min(300)]
+            );
+            assert_eq!(g.json["len"], size, "{what}");
+            assert!(
+                g.s("value").as_bytes() == value.as_slice(),
+                "{what} {size}: the value came back altered"
+            );
+        }
+        assert_eq!(p.mw.open_sockets(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // A server that stops answering
 // ---------------------------------------------------------------------------------------------
 
