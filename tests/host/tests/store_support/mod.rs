@@ -67,7 +67,10 @@ fn traefik_probe() -> PathBuf {
             let dst_dir = out_dir.join("out");
             std::fs::create_dir_all(&dst_dir).map_err(|e| e.to_string())?;
             let dst = dst_dir.join("store-probe-traefik.wasm");
-            std::fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
+            // Copy then rename: another test process may be reading the previous copy.
+            let tmp = dst_dir.join(format!(".store-probe-traefik.{}.tmp", std::process::id()));
+            std::fs::copy(&src, &tmp).map_err(|e| format!("copy {}: {e}", src.display()))?;
+            std::fs::rename(&tmp, &dst).map_err(|e| format!("rename to {}: {e}", dst.display()))?;
             Ok(dst)
         });
     *g = Some(r.clone());
