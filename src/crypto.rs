@@ -19,7 +19,11 @@ pub fn sha256_b64(data: &[u8]) -> String {
 
 /// Hex of the first `n` bytes of SHA-256 of `data` (short, log-safe identifiers).
 pub fn sha256_hex(data: &[u8], n: usize) -> String {
-    sha256(data).iter().take(n).map(|b| format!("{b:02x}")).collect()
+    sha256(data)
+        .iter()
+        .take(n)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 struct Len32;

@@ -26,9 +26,9 @@ pub mod http;
 pub mod jwt;
 pub mod net;
 pub mod plugin;
+pub mod rand;
 pub mod resp;
 pub mod response;
-pub mod rand;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -53,7 +53,9 @@ impl Plugin {
     pub fn from_host_config(json: &[u8]) -> Plugin {
         let env = |k: &str| std::env::var(k).ok();
         let read = |p: &str| std::fs::read(p);
-        let platform = Platform { bridge_present: cfg!(feature = "bridge") };
+        let platform = Platform {
+            bridge_present: cfg!(feature = "bridge"),
+        };
         match Config::parse(json, &env, &read, platform) {
             Ok(cfg) => match Parts::for_host(&cfg) {
                 Ok(parts) => Plugin::with_parts(cfg, parts),
@@ -76,16 +78,30 @@ impl Plugin {
             startup.push((LogLevel::Error, format!("oidc-guard: configuration: {ke}")));
         }
         Plugin {
-            inner: Inner::Misconfigured { logged: false, summary: e.to_string() },
+            inner: Inner::Misconfigured {
+                logged: false,
+                summary: e.to_string(),
+            },
             startup,
         }
     }
 
     fn refusing(warnings: Vec<String>, msg: String) -> Plugin {
-        let mut startup: Vec<(LogLevel, String)> =
-            warnings.into_iter().map(|w| (LogLevel::Warn, format!("oidc-guard: {w}"))).collect();
-        startup.push((LogLevel::Error, format!("oidc-guard: {msg}; every request is refused with 500")));
-        Plugin { inner: Inner::Misconfigured { logged: false, summary: msg }, startup }
+        let mut startup: Vec<(LogLevel, String)> = warnings
+            .into_iter()
+            .map(|w| (LogLevel::Warn, format!("oidc-guard: {w}")))
+            .collect();
+        startup.push((
+            LogLevel::Error,
+            format!("oidc-guard: {msg}; every request is refused with 500"),
+        ));
+        Plugin {
+            inner: Inner::Misconfigured {
+                logged: false,
+                summary: msg,
+            },
+            startup,
+        }
     }
 
     /// A plugin over explicit parts (the host's real ones, or test doubles).
@@ -105,7 +121,10 @@ impl Plugin {
                         g.store.mode().as_str()
                     ),
                 ));
-                Plugin { inner: Inner::Ready(Box::new(g)), startup }
+                Plugin {
+                    inner: Inner::Ready(Box::new(g)),
+                    startup,
+                }
             }
             Err(msg) => {
                 let mut p = Plugin::refusing(Vec::new(), msg);
@@ -127,7 +146,10 @@ impl Plugin {
             Inner::Ready(g) => g.handle(ex),
             Inner::Misconfigured { logged, summary } => {
                 if !*logged {
-                    ex.log(LogLevel::Error, &format!("oidc-guard: refusing requests: {summary}"));
+                    ex.log(
+                        LogLevel::Error,
+                        &format!("oidc-guard: refusing requests: {summary}"),
+                    );
                     *logged = true;
                 }
                 strip_identity_headers_default(ex);
@@ -163,7 +185,11 @@ impl Parts {
     /// # Errors
     /// A message when the Redis client cannot be built from the configuration.
     pub fn for_host(cfg: &Config) -> Result<Parts, String> {
-        Ok(Parts { clock: Rc::new(SystemClock), l2: host::l2(cfg)?, fetch: host::fetch(cfg) })
+        Ok(Parts {
+            clock: Rc::new(SystemClock),
+            l2: host::l2(cfg)?,
+            fetch: host::fetch(cfg),
+        })
     }
 }
 
@@ -186,7 +212,10 @@ impl Keys {
             .map(|b| b.session.keys.all().map(|s| s.expose()).collect())
             .unwrap_or_default();
         let derive = |info: &str| -> Vec<[u8; 32]> {
-            secrets.iter().map(|s| crate::crypto::derive_key(s.as_bytes(), info)).collect()
+            secrets
+                .iter()
+                .map(|s| crate::crypto::derive_key(s.as_bytes(), info))
+                .collect()
         };
         Keys {
             session: derive("session-cookie"),
@@ -243,7 +272,9 @@ pub struct Req<'a> {
 impl Req<'_> {
     /// The TCP peer's address (before any proxy headers).
     pub fn source_ip(&self) -> Option<IpAddr> {
-        *self.source_ip.get_or_init(|| source_ip(&self.ex.source_addr()))
+        *self
+            .source_ip
+            .get_or_init(|| source_ip(&self.ex.source_addr()))
     }
 
     /// Whether the client is a browser navigating (gets a login redirect or an HTML page)
@@ -255,7 +286,12 @@ impl Req<'_> {
         if self.ex.header("authorization").is_some() {
             return false;
         }
-        let lower = |n: &str| self.ex.header(n).map(|v| v.to_ascii_lowercase()).unwrap_or_default();
+        let lower = |n: &str| {
+            self.ex
+                .header(n)
+                .map(|v| v.to_ascii_lowercase())
+                .unwrap_or_default()
+        };
         let mode = lower("sec-fetch-mode");
         if !mode.is_empty() && mode != "navigate" {
             return false;
@@ -267,7 +303,10 @@ impl Req<'_> {
         if accept.contains("application/json") && !accept.contains("text/html") {
             return false;
         }
-        mode == "navigate" || accept.contains("text/html") || accept.is_empty() || accept.contains("*/*")
+        mode == "navigate"
+            || accept.contains("text/html")
+            || accept.is_empty()
+            || accept.contains("*/*")
     }
 
     /// The clean normalised path, or `None` when ambiguous.
@@ -310,7 +349,10 @@ pub enum HeaderValue {
 impl Principal {
     /// Wraps a claims set.
     pub fn new(claims: Map<String, Value>) -> Principal {
-        Principal { claims, admission: OnceCell::new() }
+        Principal {
+            claims,
+            admission: OnceCell::new(),
+        }
     }
 
     /// The claims.
@@ -331,13 +373,19 @@ impl Principal {
                 .claim_headers
                 .iter()
                 .map(|h| {
-                    policy::claim_string(&self.claims, &h.claim).map(|v| match sanitize_header_value(&v) {
-                        Some(v) => HeaderValue::Set(v),
-                        None => HeaderValue::TooLong,
-                    })
+                    policy::claim_string(&self.claims, &h.claim).map(
+                        |v| match sanitize_header_value(&v) {
+                            Some(v) => HeaderValue::Set(v),
+                            None => HeaderValue::TooLong,
+                        },
+                    )
                 })
                 .collect();
-            Admission { allowed, user, headers }
+            Admission {
+                allowed,
+                user,
+                headers,
+            }
         })
     }
 }
@@ -380,7 +428,8 @@ impl Guard {
     /// JWKS has no usable key).
     pub fn new(cfg: Config, parts: Parts) -> Result<Guard, String> {
         let keys = Keys::from_config(&cfg);
-        let provider = ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
+        let provider =
+            ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
         let mut strip = vec![cfg.upstream.user_header.clone()];
         for h in &cfg.upstream.claim_headers {
@@ -463,7 +512,12 @@ impl Guard {
         // excludedURLs: only clean paths can be excluded (encoded slashes, backslashes and
         // double encoding never match).
         if let Some(p) = path.as_deref() {
-            if self.cfg.excluded_urls.iter().any(|prefix| under_prefix(p, prefix)) {
+            if self
+                .cfg
+                .excluded_urls
+                .iter()
+                .any(|prefix| under_prefix(p, prefix))
+            {
                 return Step::Forward;
             }
         }
@@ -477,16 +531,24 @@ impl Guard {
         let h = &self.cfg.health;
         if h.path.as_deref() == Some(path) || h.metrics_path.as_deref() == Some(path) {
             if !h.allowed_sources.is_empty()
-                && !req.source_ip().map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip))).unwrap_or(false)
+                && !req
+                    .source_ip()
+                    .map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip)))
+                    .unwrap_or(false)
             {
                 return Some(Step::Reply(Response::forbidden(false)));
             }
             if h.metrics_path.as_deref() == Some(path) {
-                return Some(Step::Reply(Response::metrics(self.store.snapshot().prometheus())));
+                return Some(Step::Reply(Response::metrics(
+                    self.store.snapshot().prometheus(),
+                )));
             }
             // The health check pings the L2 so reachability and latency are current.
             let _ = self.store.ping();
-            return Some(Step::Reply(Response::json(200, self.store.snapshot().health_json())));
+            return Some(Step::Reply(Response::json(
+                200,
+                self.store.snapshot().health_json(),
+            )));
         }
         if let Some(bc) = &self.cfg.backchannel_logout {
             if bc.path == path {
@@ -525,7 +587,12 @@ impl Guard {
         if req.is_browser_navigation() && self.cfg.browser.is_none() {
             return Err(Response::unauthorized_page());
         }
-        let dpop = self.cfg.bearer.as_ref().map(|b| b.dpop.enabled).unwrap_or(false);
+        let dpop = self
+            .cfg
+            .bearer
+            .as_ref()
+            .map(|b| b.dpop.enabled)
+            .unwrap_or(false);
         Err(Response::unauthorized_api(None, dpop))
     }
 
@@ -533,7 +600,10 @@ impl Guard {
         let cfg = Rc::clone(&self.cfg);
         let adm = identity.principal.admission(&cfg);
         if let Err(reason) = adm.allowed {
-            self.log.push((LogLevel::Info, format!("oidc-guard: access denied: {reason}")));
+            self.log.push((
+                LogLevel::Info,
+                format!("oidc-guard: access denied: {reason}"),
+            ));
             let html = identity.via == Via::Session && req.is_browser_navigation();
             return Step::Reply(match identity.via {
                 Via::Bearer => Response::forbidden(false).with_header(
@@ -550,7 +620,10 @@ impl Guard {
                 // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
                 self.log.push((
                     LogLevel::Warn,
-                    format!("oidc-guard: token has no usable {:?} claim to identify the user", cfg.policy.user_claim),
+                    format!(
+                        "oidc-guard: token has no usable {:?} claim to identify the user",
+                        cfg.policy.user_claim
+                    ),
                 ));
                 return Step::Reply(Response::forbidden(req.is_browser_navigation()));
             }
@@ -580,7 +653,8 @@ impl Guard {
         self.store.end_request();
         self.fetch.end_request();
         for ev in self.store.drain_events() {
-            self.log.push((LogLevel::Warn, format!("oidc-guard: store: {ev}")));
+            self.log
+                .push((LogLevel::Warn, format!("oidc-guard: store: {ev}")));
         }
         for (level, line) in self.log.drain(..) {
             ex.log(level, &line);
@@ -591,7 +665,12 @@ impl Guard {
     pub fn provider_deps(&mut self) -> (&mut ProviderState, Deps<'_>) {
         (
             &mut self.provider,
-            Deps { fetch: &mut *self.fetch, store: &mut self.store, clock: &*self.clock, log: &mut self.log },
+            Deps {
+                fetch: &mut *self.fetch,
+                store: &mut self.store,
+                clock: &*self.clock,
+                log: &mut self.log,
+            },
         )
     }
 }
@@ -611,12 +690,22 @@ struct KnownHeaders<'a> {
 
 impl<'a> KnownHeaders<'a> {
     fn new(host: &'a dyn Exchange) -> Self {
-        let names = host.header_names().into_iter().map(|n| n.to_ascii_lowercase()).collect();
-        KnownHeaders { host, names: std::cell::RefCell::new(names) }
+        let names = host
+            .header_names()
+            .into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        KnownHeaders {
+            host,
+            names: std::cell::RefCell::new(names),
+        }
     }
 
     fn present(&self, name: &str) -> bool {
-        self.names.borrow().iter().any(|n| n.eq_ignore_ascii_case(name))
+        self.names
+            .borrow()
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -659,7 +748,9 @@ impl Exchange for KnownHeaders<'_> {
     fn remove_header(&self, name: &str) {
         if self.present(name) {
             self.host.remove_header(name);
-            self.names.borrow_mut().retain(|n| !n.eq_ignore_ascii_case(name));
+            self.names
+                .borrow_mut()
+                .retain(|n| !n.eq_ignore_ascii_case(name));
         }
     }
     fn add_response_header(&self, name: &str, value: &str) {
@@ -673,7 +764,12 @@ impl Exchange for KnownHeaders<'_> {
     }
 }
 
-fn build_store(cfg: &Config, keys: &Keys, l2: Option<Box<dyn L2>>, clock: Rc<dyn Clock>) -> TieredStore {
+fn build_store(
+    cfg: &Config,
+    keys: &Keys,
+    l2: Option<Box<dyn L2>>,
+    clock: Rc<dyn Clock>,
+) -> TieredStore {
     let s = &cfg.store;
     let mode = match s.mode {
         crate::config::StoreMode::Memory => Mode::Memory,
@@ -742,7 +838,12 @@ pub fn redis_options(cfg: &Config) -> Option<crate::resp::RedisOptions> {
     let r = cfg.redis.as_ref()?;
     let (addresses, sentinel, cluster_mode, max_redirects) = match &r.topology {
         Topology::Standalone(hp) => (vec![hp.to_string()], None, false, 0),
-        Topology::Sentinel { hosts, master, username, password } => (
+        Topology::Sentinel {
+            hosts,
+            master,
+            username,
+            password,
+        } => (
             Vec::new(),
             Some(SentinelOptions {
                 hosts: hosts.iter().map(ToString::to_string).collect(),
@@ -753,15 +854,24 @@ pub fn redis_options(cfg: &Config) -> Option<crate::resp::RedisOptions> {
             false,
             0,
         ),
-        Topology::Cluster { seeds, max_redirects } => {
-            (seeds.iter().map(ToString::to_string).collect(), None, true, *max_redirects)
-        }
+        Topology::Cluster {
+            seeds,
+            max_redirects,
+        } => (
+            seeds.iter().map(ToString::to_string).collect(),
+            None,
+            true,
+            *max_redirects,
+        ),
     };
     let tls = r.tls.as_ref().map(|t| {
         let mut o = crate::net::tls::TlsOptions::new();
         o.ca_pem = t.ca_pem.clone();
         o.client_cert_pem = t.client_cert_pem.clone();
-        o.client_key_pem = t.client_key_pem.as_ref().map(|k| k.expose().as_bytes().to_vec());
+        o.client_key_pem = t
+            .client_key_pem
+            .as_ref()
+            .map(|k| k.expose().as_bytes().to_vec());
         o.insecure_skip_verify = t.insecure_skip_verify;
         o.server_name = t.server_name.clone();
         o
@@ -776,7 +886,11 @@ pub fn redis_options(cfg: &Config) -> Option<crate::resp::RedisOptions> {
         cluster_mode,
         max_redirects,
         max_retries: r.max_retries,
-        timeouts: crate::net::Timeouts { connect: r.dial_timeout, read: r.read_timeout, write: r.write_timeout },
+        timeouts: crate::net::Timeouts {
+            connect: r.dial_timeout,
+            read: r.read_timeout,
+            write: r.write_timeout,
+        },
     })
 }
 
@@ -791,7 +905,8 @@ mod host {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn l2(cfg: &Config) -> Result<Option<Box<dyn L2>>, String> {
         if let Some(opts) = super::redis_options(cfg) {
-            crate::resp::RedisClient::new(&opts, crate::net::StdDialer).map_err(|e| format!("redis: {e}"))?;
+            crate::resp::RedisClient::new(&opts, crate::net::StdDialer)
+                .map_err(|e| format!("redis: {e}"))?;
         }
         Ok(None)
     }
@@ -816,7 +931,8 @@ mod host {
         let Some(opts) = super::redis_options(cfg) else {
             return Ok(None);
         };
-        let client = crate::resp::RedisClient::new(&opts, crate::net::tcp::WasiDialer).map_err(|e| format!("redis: {e}"))?;
+        let client = crate::resp::RedisClient::new(&opts, crate::net::tcp::WasiDialer)
+            .map_err(|e| format!("redis: {e}"))?;
         Ok(Some(Box::new(client)))
     }
 

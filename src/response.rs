@@ -60,7 +60,11 @@ fn page(title: &str, text: &str) -> Vec<u8> {
 impl Response {
     /// A response with a status, no headers and no body.
     pub fn status(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// Adds a header.
@@ -88,13 +92,19 @@ impl Response {
         if let Some(e) = error.filter(|_| !dpop_only) {
             challenge.push_str(&format!(", error=\"{}\"", e.code()));
         }
-        let status = if error == Some(BearerError::InvalidRequest) { 400 } else { 401 };
+        let status = if error == Some(BearerError::InvalidRequest) {
+            400
+        } else {
+            401
+        };
         let mut r = Response::status(status)
             .with_header("WWW-Authenticate", &challenge)
             .with_header(NO_STORE.0, NO_STORE.1)
             .with_header("Content-Type", "application/json");
         if dpop {
-            let mut c = String::from("DPoP algs=\"ES256 ES384 ES512 RS256 RS384 RS512 PS256 PS384 PS512 EdDSA\"");
+            let mut c = String::from(
+                "DPoP algs=\"ES256 ES384 ES512 RS256 RS384 RS512 PS256 PS384 PS512 EdDSA\"",
+            );
             if let Some(e) = error {
                 c.push_str(&format!(", error=\"{}\"", e.code()));
             }
@@ -152,7 +162,11 @@ impl Response {
     /// 400 or 403 when a login did not complete (an error from the provider, a stale or replayed
     /// callback). `text` is HTML-escaped; callers pass fixed sentences, never request input.
     pub fn login_failed(status: u16, text: &str) -> Self {
-        let title = if status == 403 { "403 Forbidden" } else { "400 Bad Request" };
+        let title = if status == 403 {
+            "403 Forbidden"
+        } else {
+            "400 Bad Request"
+        };
         let escaped: String = text
             .chars()
             .map(|c| match c {

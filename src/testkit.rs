@@ -27,8 +27,12 @@ impl EcKey {
     pub fn generate(kid: &str) -> EcKey {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        EcKey { pair, kid: kid.to_string() }
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        EcKey {
+            pair,
+            kid: kid.to_string(),
+        }
     }
 
     /// The public JWK.
@@ -51,8 +55,15 @@ impl EcKey {
                 hm.insert(k.clone(), v.clone());
             }
         }
-        let input = format!("{}.{}", b64(h.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        let input = format!(
+            "{}.{}",
+            b64(h.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
         format!("{input}.{}", b64(sig.as_ref()))
     }
 }
@@ -68,7 +79,8 @@ pub struct ScriptedFetch {
 
 impl ScriptedFetch {
     pub fn route(mut self, url: &str, status: u16, body: &str) -> Self {
-        self.routes.push((url.to_string(), status, body.to_string()));
+        self.routes
+            .push((url.to_string(), status, body.to_string()));
         self
     }
 
@@ -95,7 +107,11 @@ impl Fetch for ScriptedFetch {
                 });
             }
         }
-        Ok(HttpResponse { status: 404, headers: vec![], body: vec![] })
+        Ok(HttpResponse {
+            status: 404,
+            headers: vec![],
+            body: vec![],
+        })
     }
 }
 
@@ -126,7 +142,9 @@ impl FakeExchange {
     }
 
     pub fn with(self, k: &str, v: &str) -> Self {
-        self.headers.borrow_mut().push((k.to_string(), v.to_string()));
+        self.headers
+            .borrow_mut()
+            .push((k.to_string(), v.to_string()));
         self
     }
 
@@ -138,7 +156,12 @@ impl FakeExchange {
         self.sent
             .borrow()
             .as_ref()
-            .map(|s| s.1.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect())
+            .map(|s| {
+                s.1.iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -163,7 +186,11 @@ impl Exchange for FakeExchange {
             .collect()
     }
     fn header_names(&self) -> Vec<String> {
-        self.headers.borrow().iter().map(|(k, _)| k.to_ascii_lowercase()).collect()
+        self.headers
+            .borrow()
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect()
     }
     fn source_addr(&self) -> String {
         self.source.clone()
@@ -173,13 +200,19 @@ impl Exchange for FakeExchange {
     }
     fn set_header(&self, name: &str, value: &str) {
         self.remove_header(name);
-        self.headers.borrow_mut().push((name.to_string(), value.to_string()));
+        self.headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
     }
     fn remove_header(&self, name: &str) {
-        self.headers.borrow_mut().retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers
+            .borrow_mut()
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
     fn add_response_header(&self, name: &str, value: &str) {
-        self.response_headers.borrow_mut().push((name.to_string(), value.to_string()));
+        self.response_headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
     }
     fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         *self.sent.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));

@@ -32,7 +32,12 @@ impl Exchange for WasmExchange<'_> {
     }
 
     fn header_values(&self, name: &str) -> Vec<String> {
-        self.req.header.values(name.as_bytes()).iter().map(|v| lossy(v)).collect()
+        self.req
+            .header
+            .values(name.as_bytes())
+            .iter()
+            .map(|v| lossy(v))
+            .collect()
     }
 
     fn header(&self, name: &str) -> Option<String> {

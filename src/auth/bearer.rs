@@ -47,8 +47,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-
-
 use super::dpop::{self, ProofRefusal};
 use super::provider::{ProviderError, VerifyError};
 use crate::config::{Bearer, Config};

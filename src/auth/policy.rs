@@ -24,8 +24,13 @@ pub fn check(policy: &Policy, claims: &Map<String, Value>) -> Result<(), &'stati
         let email = verified_email(claims);
         let id = user_value(policy, claims);
         let user_ok = users.iter().any(|u| {
-            id.as_deref().map(|v| v.eq_ignore_ascii_case(u)).unwrap_or(false)
-                || email.as_deref().map(|e| e.eq_ignore_ascii_case(u)).unwrap_or(false)
+            id.as_deref()
+                .map(|v| v.eq_ignore_ascii_case(u))
+                .unwrap_or(false)
+                || email
+                    .as_deref()
+                    .map(|e| e.eq_ignore_ascii_case(u))
+                    .unwrap_or(false)
         });
         let domain_ok = email
             .as_deref()
@@ -33,7 +38,9 @@ pub fn check(policy: &Policy, claims: &Map<String, Value>) -> Result<(), &'stati
             .map(|(_, d)| domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
             .unwrap_or(false);
         if !user_ok && !domain_ok {
-            return Err("the user is not in allowedUsers and has no verified e-mail in allowedUserDomains");
+            return Err(
+                "the user is not in allowedUsers and has no verified e-mail in allowedUserDomains",
+            );
         }
     }
     let wanted = &policy.allowed_roles_and_groups;
@@ -53,7 +60,10 @@ fn verified_email(claims: &Map<String, Value>) -> Option<String> {
     {
         return None;
     }
-    claims.get("email").and_then(Value::as_str).map(str::to_string)
+    claims
+        .get("email")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// The value of the identifier claim (`userIdentifierClaim`, default `sub`).
@@ -80,7 +90,11 @@ pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Valu
 pub fn claim_values(claims: &Map<String, Value>, name: &str) -> Vec<String> {
     match lookup(claims, name) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -143,13 +157,25 @@ mod tests {
     #[test]
     fn users_and_domains() {
         let p = policy(&["Alice@Example.com"], &["example.org"], &[]);
-        assert!(check(&p, &claims(json!({"sub": "1", "email": "alice@example.com"}))).is_ok());
+        assert!(check(
+            &p,
+            &claims(json!({"sub": "1", "email": "alice@example.com"}))
+        )
+        .is_ok());
         assert!(check(&p, &claims(json!({"sub": "2", "email": "bob@example.org"}))).is_ok());
         assert!(check(&p, &claims(json!({"sub": "3", "email": "eve@example.net"}))).is_err());
         assert!(check(&p, &claims(json!({"sub": "4"}))).is_err());
         // An unverified address neither matches a user nor a domain.
-        assert!(check(&p, &claims(json!({"sub": "5", "email": "alice@example.com", "email_verified": false}))).is_err());
-        assert!(check(&p, &claims(json!({"sub": "6", "email": "x@example.org", "email_verified": false}))).is_err());
+        assert!(check(
+            &p,
+            &claims(json!({"sub": "5", "email": "alice@example.com", "email_verified": false}))
+        )
+        .is_err());
+        assert!(check(
+            &p,
+            &claims(json!({"sub": "6", "email": "x@example.org", "email_verified": false}))
+        )
+        .is_err());
         // A look-alike domain does not match.
         assert!(check(&p, &claims(json!({"email": "x@evil-example.org"}))).is_err());
     }
@@ -163,6 +189,9 @@ mod tests {
         assert!(check(&p, &claims(json!({}))).is_err());
         let m = claims(json!({"realm_access": {"roles": ["a", "b"]}}));
         assert_eq!(claim_values(&m, "realm_access.roles"), vec!["a", "b"]);
-        assert_eq!(claim_string(&m, "realm_access.roles").as_deref(), Some("a,b"));
+        assert_eq!(
+            claim_string(&m, "realm_access.roles").as_deref(),
+            Some("a,b")
+        );
     }
 }

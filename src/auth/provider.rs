@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::url::Url;
 use crate::http::LogLevel;
-use crate::jwt::{JwtError, Jwks};
+use crate::jwt::{Jwks, JwtError};
 use crate::net::http::{Fetch, HttpRequest};
 use crate::store::{Class, Namespace, TieredStore};
 
@@ -197,7 +197,10 @@ impl ProviderState {
                 revocation_endpoint: None,
                 code_challenge_methods: Vec::new(),
             }));
-            self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
+            self.metadata = Some(Cached {
+                value: m.clone(),
+                fetched_ms: now,
+            });
             return Ok(m);
         };
         // Shared copy first (only when sealed with the session key, see `share`).
@@ -205,7 +208,10 @@ impl ProviderState {
         if let Some(bytes) = self.shared_get(d, Namespace::DISCOVERY, &key) {
             if let Ok(m) = self.parse_metadata(&url, &bytes) {
                 let m = Rc::new(m);
-                self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
+                self.metadata = Some(Cached {
+                    value: m.clone(),
+                    fetched_ms: now,
+                });
                 return Ok(m);
             }
         }
@@ -213,7 +219,10 @@ impl ProviderState {
         match self.fetch_metadata(&url, d) {
             Ok((m, raw)) => {
                 let m = Rc::new(m);
-                self.metadata = Some(Cached { value: m.clone(), fetched_ms: now });
+                self.metadata = Some(Cached {
+                    value: m.clone(),
+                    fetched_ms: now,
+                });
                 self.shared_set(d, Namespace::DISCOVERY, &key, &raw, DISCOVERY_TTL_MS);
                 Ok(m)
             }
@@ -233,7 +242,13 @@ impl ProviderState {
         if self.share {
             // Class::Confidential: sealed with AES-256-GCM under the store key, never stored
             // with a bare integrity tag.
-            let _ = d.store.set(ns, key, value, Duration::from_millis(ttl_ms), Class::Confidential);
+            let _ = d.store.set(
+                ns,
+                key,
+                value,
+                Duration::from_millis(ttl_ms),
+                Class::Confidential,
+            );
         }
     }
 
@@ -259,20 +274,29 @@ impl ProviderState {
 
     fn backoff(&self, now: u64) -> Result<(), ProviderError> {
         match self.last_failure_ms {
-            Some(t) if now.saturating_sub(t) < FAILURE_BACKOFF_MS => Err(ProviderError::Unreachable(
-                "an earlier attempt failed moments ago; retrying shortly".into(),
-            )),
+            Some(t) if now.saturating_sub(t) < FAILURE_BACKOFF_MS => {
+                Err(ProviderError::Unreachable(
+                    "an earlier attempt failed moments ago; retrying shortly".into(),
+                ))
+            }
             _ => Ok(()),
         }
     }
 
-    fn fetch_metadata(&mut self, url: &str, d: &mut Deps<'_>) -> Result<(Metadata, Vec<u8>), ProviderError> {
+    fn fetch_metadata(
+        &mut self,
+        url: &str,
+        d: &mut Deps<'_>,
+    ) -> Result<(Metadata, Vec<u8>), ProviderError> {
         let now = d.clock.now_ms();
         self.backoff(now)?;
         let doc_url = format!("{url}/.well-known/openid-configuration");
         let body = self.get_json(&doc_url, d)?;
         let m = self.parse_metadata(url, &body)?;
-        d.log.push((LogLevel::Info, format!("oidc-guard: discovered provider {}", m.issuer)));
+        d.log.push((
+            LogLevel::Info,
+            format!("oidc-guard: discovered provider {}", m.issuer),
+        ));
         Ok((m, body))
     }
 
@@ -307,15 +331,19 @@ impl ProviderState {
     fn parse_metadata(&self, url: &str, body: &[u8]) -> Result<Metadata, ProviderError> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|_| ProviderError::Invalid("discovery document is not JSON".into()))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| ProviderError::Invalid("discovery document is not a JSON object".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            ProviderError::Invalid("discovery document is not a JSON object".into())
+        })?;
         let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-        let issuer = s("issuer").ok_or_else(|| ProviderError::Invalid("discovery document has no issuer".into()))?;
+        let issuer = s("issuer")
+            .ok_or_else(|| ProviderError::Invalid("discovery document has no issuer".into()))?;
         // Discovery §4.3: the issuer returned MUST be identical to the issuer used to build the
         // discovery URL (or to the configured `issuer`, for providers whose discovery URL differs).
         // A single trailing slash is tolerated because `providerURL` is stored without one.
-        let expected = self.configured_issuer.clone().unwrap_or_else(|| url.to_string());
+        let expected = self
+            .configured_issuer
+            .clone()
+            .unwrap_or_else(|| url.to_string());
         if issuer != expected && issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
             return Err(ProviderError::Invalid(format!(
                 "discovery issuer {issuer:?} differs from the expected {expected:?}"
@@ -325,7 +353,8 @@ impl ProviderState {
             match s(k) {
                 None => Ok(None),
                 Some(e) => {
-                    let u = Url::parse(&e).map_err(|err| ProviderError::Invalid(format!("{k}: {err}")))?;
+                    let u = Url::parse(&e)
+                        .map_err(|err| ProviderError::Invalid(format!("{k}: {err}")))?;
                     if !u.is_https() && !self.allow_http {
                         return Err(ProviderError::Invalid(format!("{k} is not https")));
                     }
@@ -336,7 +365,12 @@ impl ProviderState {
         let methods = obj
             .get("code_challenge_methods_supported")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(self.with_overrides(Metadata {
             issuer,
@@ -385,18 +419,27 @@ impl ProviderState {
         }
     }
 
-    fn load_jwks(&mut self, d: &mut Deps<'_>, skip_shared: bool) -> Result<Rc<Jwks>, ProviderError> {
+    fn load_jwks(
+        &mut self,
+        d: &mut Deps<'_>,
+        skip_shared: bool,
+    ) -> Result<Rc<Jwks>, ProviderError> {
         let now = d.clock.now_ms();
         let uri = self
             .metadata(d)?
             .jwks_uri
             .clone()
-            .ok_or(ProviderError::NotConfigured("jwks_uri (the provider lists none)"))?;
+            .ok_or(ProviderError::NotConfigured(
+                "jwks_uri (the provider lists none)",
+            ))?;
         if !skip_shared {
             if let Some(bytes) = self.shared_get(d, Namespace::JWKS, &uri) {
                 if let Ok(k) = Jwks::parse(&bytes) {
                     let k = Rc::new(k);
-                    self.jwks = Some(Cached { value: k.clone(), fetched_ms: now });
+                    self.jwks = Some(Cached {
+                        value: k.clone(),
+                        fetched_ms: now,
+                    });
                     return Ok(k);
                 }
             }
@@ -408,7 +451,10 @@ impl ProviderState {
             return Err(ProviderError::Invalid("JWKS has no usable key".into()));
         }
         let keys = Rc::new(keys);
-        self.jwks = Some(Cached { value: keys.clone(), fetched_ms: now });
+        self.jwks = Some(Cached {
+            value: keys.clone(),
+            fetched_ms: now,
+        });
         self.shared_set(d, Namespace::JWKS, &uri, &body, JWKS_TTL_MS);
         Ok(keys)
     }

@@ -33,24 +33,55 @@ fn sub_key(sub: &str) -> String {
 /// # Errors
 /// [`StoreError`] when the marker could not be written to the L2 (it is still recorded in this
 /// instance's L1).
-pub fn revoke_session(store: &mut TieredStore, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
-    store.set(Namespace::REVOCATION, &sid_key(session_id), b"1", ttl, Class::Revocation)
+pub fn revoke_session(
+    store: &mut TieredStore,
+    session_id: &str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    store.set(
+        Namespace::REVOCATION,
+        &sid_key(session_id),
+        b"1",
+        ttl,
+        Class::Revocation,
+    )
 }
 
 /// Marks the provider session `sid` as ended (back-channel logout).
 ///
 /// # Errors
 /// As [`revoke_session`].
-pub fn revoke_provider_sid(store: &mut TieredStore, sid: &str, ttl: Duration) -> Result<(), StoreError> {
-    store.set(Namespace::REVOCATION, &provider_sid_key(sid), b"1", ttl, Class::Revocation)
+pub fn revoke_provider_sid(
+    store: &mut TieredStore,
+    sid: &str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    store.set(
+        Namespace::REVOCATION,
+        &provider_sid_key(sid),
+        b"1",
+        ttl,
+        Class::Revocation,
+    )
 }
 
 /// Ends every session of `sub` established at or before `at_ms` (back-channel logout by `sub`).
 ///
 /// # Errors
 /// As [`revoke_session`].
-pub fn revoke_subject(store: &mut TieredStore, sub: &str, at_ms: u64, ttl: Duration) -> Result<(), StoreError> {
-    store.set(Namespace::REVOCATION, &sub_key(sub), at_ms.to_string().as_bytes(), ttl, Class::Revocation)
+pub fn revoke_subject(
+    store: &mut TieredStore,
+    sub: &str,
+    at_ms: u64,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    store.set(
+        Namespace::REVOCATION,
+        &sub_key(sub),
+        at_ms.to_string().as_bytes(),
+        ttl,
+        Class::Revocation,
+    )
 }
 
 /// A session as the revocation check sees it.
@@ -72,16 +103,25 @@ pub struct SessionRef<'a> {
 /// [`StoreError`] when the store cannot answer (the caller decides: the fallback policy has
 /// already been applied by the store).
 pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, StoreError> {
-    if store.get(Namespace::REVOCATION, &sid_key(s.session_id))?.is_some() {
+    if store
+        .get(Namespace::REVOCATION, &sid_key(s.session_id))?
+        .is_some()
+    {
         return Ok(true);
     }
     if let Some(sid) = s.provider_sid {
-        if store.get(Namespace::REVOCATION, &provider_sid_key(sid))?.is_some() {
+        if store
+            .get(Namespace::REVOCATION, &provider_sid_key(sid))?
+            .is_some()
+        {
             return Ok(true);
         }
     }
     if let Some(v) = store.get(Namespace::REVOCATION, &sub_key(s.sub))? {
-        let at: u64 = std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+        let at: u64 = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX);
         if s.login_ms <= at {
             return Ok(true);
         }
@@ -100,19 +140,44 @@ mod tests {
     #[test]
     fn markers() {
         let clock = Rc::new(ManualClock::new(1_000_000));
-        let mut st = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::integrity(), clock);
-        let s = SessionRef { session_id: "a", provider_sid: Some("p1"), sub: "alice", login_ms: 500 };
+        let mut st = TieredStore::new(
+            TieredConfig::new(Mode::Memory, "id"),
+            None,
+            Sealer::integrity(),
+            clock,
+        );
+        let s = SessionRef {
+            session_id: "a",
+            provider_sid: Some("p1"),
+            sub: "alice",
+            login_ms: 500,
+        };
         assert!(!is_revoked(&mut st, s).unwrap());
         revoke_session(&mut st, "b", Duration::from_secs(60)).unwrap();
         assert!(!is_revoked(&mut st, s).unwrap());
         revoke_provider_sid(&mut st, "p1", Duration::from_secs(60)).unwrap();
         assert!(is_revoked(&mut st, s).unwrap());
-        let s2 = SessionRef { session_id: "c", provider_sid: None, sub: "bob", login_ms: 500 };
+        let s2 = SessionRef {
+            session_id: "c",
+            provider_sid: None,
+            sub: "bob",
+            login_ms: 500,
+        };
         revoke_subject(&mut st, "bob", 400, Duration::from_secs(60)).unwrap();
-        assert!(!is_revoked(&mut st, s2).unwrap(), "a login after the logout stays valid");
+        assert!(
+            !is_revoked(&mut st, s2).unwrap(),
+            "a login after the logout stays valid"
+        );
         revoke_subject(&mut st, "bob", 600, Duration::from_secs(60)).unwrap();
         assert!(is_revoked(&mut st, s2).unwrap());
         revoke_session(&mut st, "a", Duration::from_secs(60)).unwrap();
-        assert!(is_revoked(&mut st, SessionRef { provider_sid: None, ..s }).unwrap());
+        assert!(is_revoked(
+            &mut st,
+            SessionRef {
+                provider_sid: None,
+                ..s
+            }
+        )
+        .unwrap());
     }
 }

@@ -11,7 +11,10 @@ pub fn parse(headers: &[String]) -> Vec<(String, String)> {
             }
             if let Some((k, v)) = part.split_once('=') {
                 let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
                 out.push((k.trim().to_string(), v.to_string()));
             }
             if out.len() >= 512 {
@@ -24,7 +27,10 @@ pub fn parse(headers: &[String]) -> Vec<(String, String)> {
 
 /// The first value of cookie `name`.
 pub fn value<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    cookies.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    cookies
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A `Cookie` header value without the cookies for which `drop` is true; `None` when nothing is
@@ -103,7 +109,14 @@ mod tests {
     #[test]
     fn parse_and_rebuild() {
         let c = parse(&["a=1; b=\"2\"".to_string(), "c=3;;d".to_string()]);
-        assert_eq!(c, vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "3".into())]);
+        assert_eq!(
+            c,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "3".into())
+            ]
+        );
         assert_eq!(value(&c, "b"), Some("2"));
         assert_eq!(rebuild(&c, |k| k == "b").as_deref(), Some("a=1; c=3"));
         assert_eq!(rebuild(&c, |_| true), None);
@@ -111,8 +124,17 @@ mod tests {
 
     #[test]
     fn builds_set_cookie() {
-        let a = CookieAttrs { path: "/".into(), domain: None, secure: true, http_only: true, same_site: SameSite::Lax };
-        assert_eq!(set_cookie("s", "v", &a, Some(60)), "s=v; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax");
+        let a = CookieAttrs {
+            path: "/".into(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+        };
+        assert_eq!(
+            set_cookie("s", "v", &a, Some(60)),
+            "s=v; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax"
+        );
         assert!(set_cookie("s", "", &a, Some(0)).contains("Expires=Thu, 01 Jan 1970"));
     }
 }

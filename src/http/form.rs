@@ -58,7 +58,10 @@ pub fn decode(s: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' => match (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+            b'%' => match (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 3;
@@ -94,7 +97,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = build(&[("redirect_uri", "https://a/b?c=d&e"), ("x y", "é")]);
-        assert_eq!(s, "redirect_uri=https%3A%2F%2Fa%2Fb%3Fc%3Dd%26e&x%20y=%C3%A9");
+        assert_eq!(
+            s,
+            "redirect_uri=https%3A%2F%2Fa%2Fb%3Fc%3Dd%26e&x%20y=%C3%A9"
+        );
         let p = parse(&s);
         assert_eq!(p[0], ("redirect_uri".into(), "https://a/b?c=d&e".into()));
         assert_eq!(p[1], ("x y".into(), "é".into()));

@@ -207,7 +207,10 @@ mod tests {
     fn non_ascii_targets_never_panic() {
         // The fuzz target's crash input (bytes 0x99 0x95 0x9d, lossily decoded).
         let s = String::from_utf8_lossy(&[0x99, 0x95, 0x9d]).into_owned();
-        assert_eq!(normalize(&s), NormalPath::Clean(format!("/{s}").replacen("//", "/", 1)));
+        assert_eq!(
+            normalize(&s),
+            NormalPath::Clean(format!("/{s}").replacen("//", "/", 1))
+        );
         assert!(matches!(normalize("é/../x"), NormalPath::Clean(_)));
         assert!(matches!(normalize("httpé"), NormalPath::Clean(_)));
     }

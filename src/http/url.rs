@@ -38,7 +38,9 @@ impl Url {
             return Err(UrlError("URL too long"));
         }
         if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\') {
-            return Err(UrlError("URL contains whitespace, control characters or a backslash"));
+            return Err(UrlError(
+                "URL contains whitespace, control characters or a backslash",
+            ));
         }
         let (scheme, rest) = s.split_once("://").ok_or(UrlError("URL has no scheme"))?;
         let scheme = scheme.to_ascii_lowercase();
@@ -59,18 +61,35 @@ impl Url {
             Some((p, q)) => (p, Some(q.to_string())),
             None => (tail, None),
         };
-        let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
-        Ok(Url { scheme, host, port, path, query })
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        };
+        Ok(Url {
+            scheme,
+            host,
+            port,
+            path,
+            query,
+        })
     }
 
     /// Whether the port is the scheme's default.
     pub fn default_port(&self) -> bool {
-        matches!((self.scheme.as_str(), self.port), ("http", 80) | ("https", 443))
+        matches!(
+            (self.scheme.as_str(), self.port),
+            ("http", 80) | ("https", 443)
+        )
     }
 
     /// `scheme://host[:port]`, the origin (RFC 6454) in its serialised form.
     pub fn origin(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.default_port() {
             format!("{}://{}", self.scheme, host)
         } else {
@@ -80,7 +99,11 @@ impl Url {
 
     /// `host[:port]` as it goes into a `Host` header.
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.default_port() {
             host
         } else {
@@ -105,7 +128,11 @@ impl Url {
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost"
             || self.host.ends_with(".localhost")
-            || self.host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
     }
 }
 
@@ -121,7 +148,9 @@ impl fmt::Display for Url {
 /// [`UrlError`] for an empty host, a bad port or a malformed IPv6 literal.
 pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), UrlError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or(UrlError("unterminated IPv6 literal"))?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or(UrlError("unterminated IPv6 literal"))?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(UrlError("bad IPv6 literal"));
         }
@@ -139,7 +168,10 @@ pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), UrlErro
     if host.is_empty() {
         return Err(UrlError("empty host"));
     }
-    if host.bytes().any(|b| !(b.is_ascii_alphanumeric() || b".-_:".contains(&b))) {
+    if host
+        .bytes()
+        .any(|b| !(b.is_ascii_alphanumeric() || b".-_:".contains(&b)))
+    {
         return Err(UrlError("host contains characters that are not allowed"));
     }
     let port = match port {

@@ -44,7 +44,10 @@ impl HttpRequest {
             url: url.into(),
             headers: vec![
                 ("Accept".into(), "application/json".into()),
-                ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
+                (
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
             ],
             body: body.into_bytes(),
             timeout_ms,
@@ -76,8 +79,14 @@ impl HttpResponse {
     pub fn is_json(&self) -> bool {
         self.header("content-type")
             .map(|ct| {
-                let mt = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json"))
+                let mt = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                mt == "application/json"
+                    || (mt.starts_with("application/") && mt.ends_with("+json"))
             })
             .unwrap_or(false)
     }
@@ -133,10 +142,21 @@ const MAX_HEAD: usize = 64 * 1024;
 ///
 /// # Errors
 /// [`FetchError`] when writing, reading or parsing fails.
-pub fn exchange(stream: &mut dyn super::Stream, url: &Url, req: &HttpRequest) -> Result<HttpResponse, FetchError> {
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", req.method, url.target(), url.authority());
+pub fn exchange(
+    stream: &mut dyn super::Stream,
+    url: &Url,
+    req: &HttpRequest,
+) -> Result<HttpResponse, FetchError> {
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\n",
+        req.method,
+        url.target(),
+        url.authority()
+    );
     for (k, v) in &req.headers {
-        if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == b':') || v.bytes().any(|b| b == b'\r' || b == b'\n') {
+        if k.bytes().any(|b| b == b'\r' || b == b'\n' || b == b':')
+            || v.bytes().any(|b| b == b'\r' || b == b'\n')
+        {
             return Err(FetchError::Protocol("header with CR/LF".into()));
         }
         head.push_str(k);
@@ -179,7 +199,9 @@ pub fn read_response(r: &mut dyn Read, head_only: bool) -> Result<HttpResponse, 
         }
         let n = r.read(&mut chunk).map_err(io_err)?;
         if n == 0 {
-            return Err(FetchError::Protocol("connection closed before the response head".into()));
+            return Err(FetchError::Protocol(
+                "connection closed before the response head".into(),
+            ));
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     };
@@ -204,7 +226,11 @@ pub fn read_response(r: &mut dyn Read, head_only: bool) -> Result<HttpResponse, 
             .ok_or_else(|| FetchError::Protocol("header line without colon".into()))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let mut resp = HttpResponse { status, headers, body: Vec::new() };
+    let mut resp = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     let mut rest = buf.split_off(head_end + 4);
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(resp);
@@ -278,7 +304,8 @@ fn read_chunked(r: &mut dyn Read, mut buf: Vec<u8>) -> Result<Vec<u8>, FetchErro
         let line = std::str::from_utf8(buf.get(pos..line_end).unwrap_or_default())
             .map_err(|_| FetchError::Protocol("bad chunk size".into()))?;
         let size_hex = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| FetchError::Protocol("bad chunk size".into()))?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| FetchError::Protocol("bad chunk size".into()))?;
         pos = line_end + 2;
         if size == 0 {
             return Ok(body);
@@ -323,13 +350,25 @@ impl NetFetch {
     /// A client trusting the public roots plus `ca_pem`; `insecure_skip_verify` turns
     /// certificate checks off (tests only). A TLS configuration that cannot be built is reported
     /// on the first `https` request rather than here.
-    pub fn new(dialer: Box<dyn super::Dialer>, ca_pem: Option<Vec<u8>>, insecure_skip_verify: bool) -> Self {
+    pub fn new(
+        dialer: Box<dyn super::Dialer>,
+        ca_pem: Option<Vec<u8>>,
+        insecure_skip_verify: bool,
+    ) -> Self {
         let mut opts = super::tls::TlsOptions::new();
         opts.ca_pem = ca_pem.filter(|c| !c.is_empty());
         opts.insecure_skip_verify = insecure_skip_verify;
         match super::tls::TlsConfig::new(&opts) {
-            Ok(t) => NetFetch { dialer, tls: Some(t), tls_error: None },
-            Err(e) => NetFetch { dialer, tls: None, tls_error: Some(e.to_string()) },
+            Ok(t) => NetFetch {
+                dialer,
+                tls: Some(t),
+                tls_error: None,
+            },
+            Err(e) => NetFetch {
+                dialer,
+                tls: None,
+                tls_error: Some(e.to_string()),
+            },
         }
     }
 }
@@ -338,12 +377,18 @@ impl Fetch for NetFetch {
     fn fetch(&mut self, req: &HttpRequest) -> Result<HttpResponse, FetchError> {
         let url = Url::parse(&req.url).map_err(|e| FetchError::Url(e.to_string()))?;
         let t = std::time::Duration::from_millis(req.timeout_ms.max(1));
-        let timeouts = super::Timeouts { connect: t, read: t, write: t };
+        let timeouts = super::Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+        };
         let mut stream = self
             .dialer
             .dial(&url.host, url.port, &timeouts)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FetchError::Timeout,
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    FetchError::Timeout
+                }
                 _ => FetchError::Connect(format!("{}:{}: {e}", url.host, url.port)),
             })?;
         if url.is_https() {
@@ -352,7 +397,9 @@ impl Fetch for NetFetch {
                 .as_ref()
                 .ok_or_else(|| FetchError::Tls(self.tls_error.clone().unwrap_or_default()))?;
             let mut s = tls.connect(&url.host, stream).map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FetchError::Timeout,
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    FetchError::Timeout
+                }
                 _ => FetchError::Tls(e.to_string()),
             })?;
             exchange(&mut s, &url, req)
@@ -373,7 +420,10 @@ mod tests {
 
     #[test]
     fn content_length_and_chunked() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"{}");
         assert!(r.is_json());
@@ -397,7 +447,10 @@ mod tests {
         ] {
             assert!(parse(b).is_err(), "{:?}", String::from_utf8_lossy(b));
         }
-        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert!(parse(huge.as_bytes()).is_err());
     }
 }

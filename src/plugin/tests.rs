@@ -38,7 +38,9 @@ fn bearer_only() -> serde_json::Value {
 #[test]
 fn inbound_identity_headers_are_removed_even_on_excluded_paths() {
     let mut p = plugin_with(bearer_only());
-    let ex = FakeExchange::get("/public/x").with("X-Forwarded-User", "mallory").with("x-email", "m@x");
+    let ex = FakeExchange::get("/public/x")
+        .with("X-Forwarded-User", "mallory")
+        .with("x-email", "m@x");
     assert!(p.handle(&ex));
     assert_eq!(ex.upstream_header("x-forwarded-user"), None);
     assert_eq!(ex.upstream_header("x-email"), None);
@@ -74,7 +76,10 @@ fn api_clients_get_rfc6750_challenges_and_browsers_a_page() {
     let ex = FakeExchange::get("/api").with("Accept", "application/json");
     assert!(!p.handle(&ex));
     assert_eq!(ex.status(), Some(401));
-    assert_eq!(ex.sent_header("www-authenticate"), vec!["Bearer realm=\"oidc-guard\"".to_string()]);
+    assert_eq!(
+        ex.sent_header("www-authenticate"),
+        vec!["Bearer realm=\"oidc-guard\"".to_string()]
+    );
 
     let ex = FakeExchange::get("/api").with("Authorization", "Bearer not-a-token");
     assert!(!p.handle(&ex));
@@ -90,9 +95,15 @@ fn api_clients_get_rfc6750_challenges_and_browsers_a_page() {
 
 #[test]
 fn a_refused_configuration_never_forwards() {
-    let cfg = br#"{"issuer": "https://idp.test", "bearer": {"enabled": true}, "alowedUsers": ["x"]}"#;
+    let cfg =
+        br#"{"issuer": "https://idp.test", "bearer": {"enabled": true}, "alowedUsers": ["x"]}"#;
     let mut p = Plugin::from_host_config(cfg);
-    assert!(p.startup_messages().iter().any(|(l, m)| *l == LogLevel::Error && m.contains("alowedUsers") && m.contains("allowedUsers")));
+    assert!(p
+        .startup_messages()
+        .iter()
+        .any(|(l, m)| *l == LogLevel::Error
+            && m.contains("alowedUsers")
+            && m.contains("allowedUsers")));
     for uri in ["/", "/public", "/.oidc-guard/health"] {
         let ex = FakeExchange::get(uri).with("X-Forwarded-User", "mallory");
         assert!(!p.handle(&ex), "{uri}");
@@ -126,9 +137,15 @@ fn browser_detection() {
     assert!(p(&FakeExchange::get("/").with("Accept", "text/html")));
     assert!(p(&FakeExchange::get("/").with("Sec-Fetch-Mode", "navigate")));
     assert!(p(&FakeExchange::get("/")));
-    assert!(!p(&FakeExchange::get("/").with("Accept", "application/json")));
-    assert!(!p(&FakeExchange::get("/").with("Sec-Fetch-Mode", "cors").with("Accept", "*/*")));
-    assert!(!p(&FakeExchange::get("/").with("X-Requested-With", "XMLHttpRequest")));
+    assert!(!p(
+        &FakeExchange::get("/").with("Accept", "application/json")
+    ));
+    assert!(!p(&FakeExchange::get("/")
+        .with("Sec-Fetch-Mode", "cors")
+        .with("Accept", "*/*")));
+    assert!(!p(
+        &FakeExchange::get("/").with("X-Requested-With", "XMLHttpRequest")
+    ));
     assert!(!p(&FakeExchange::get("/").with("Authorization", "Bearer x")));
     let mut post = FakeExchange::get("/");
     post.method = "POST".into();
@@ -152,8 +169,16 @@ fn identity_headers_are_set_whole_or_not_at_all() {
     );
     let ex = FakeExchange::get("/api").with("Authorization", &format!("Bearer {token}"));
     assert!(p.handle(&ex), "{:?}", ex.sent.borrow());
-    assert_eq!(ex.upstream_header("x-forwarded-user").as_deref(), Some("aliceX-Evil: 1"), "CR/LF removed");
+    assert_eq!(
+        ex.upstream_header("x-forwarded-user").as_deref(),
+        Some("aliceX-Evil: 1"),
+        "CR/LF removed"
+    );
     assert_eq!(ex.upstream_header("x-name").as_deref(), Some("AliceSmith"));
-    assert_eq!(ex.upstream_header("x-groups"), None, "a list too long for a header is left out, not cut");
+    assert_eq!(
+        ex.upstream_header("x-groups"),
+        None,
+        "a list too long for a header is left out, not cut"
+    );
     assert!(ex.logs.borrow().iter().any(|(_, m)| m.contains("X-Groups")));
 }

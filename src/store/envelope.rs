@@ -246,7 +246,12 @@ impl Sealer {
                 for cipher in ciphers {
                     let mut buf = body.to_vec();
                     if cipher
-                        .decrypt_in_place_detached(&Nonce::from(nonce), &aad, &mut buf, &Tag::from(tag))
+                        .decrypt_in_place_detached(
+                            &Nonce::from(nonce),
+                            &aad,
+                            &mut buf,
+                            &Tag::from(tag),
+                        )
                         .is_ok()
                     {
                         opened = Some(buf);
@@ -522,8 +527,14 @@ mod tests {
         let rotated = Sealer::aead_rotating(&new, std::slice::from_ref(&old));
         assert_eq!(rotated.open("k", &before, 1).unwrap().payload, b"v");
         let after = rotated.seal("k", b"w", 10_000).unwrap();
-        assert!(Sealer::aead(&old).open("k", &after, 1).is_err(), "the newest key seals");
-        assert_eq!(Sealer::aead(&new).open("k", &after, 1).unwrap().payload, b"w");
+        assert!(
+            Sealer::aead(&old).open("k", &after, 1).is_err(),
+            "the newest key seals"
+        );
+        assert_eq!(
+            Sealer::aead(&new).open("k", &after, 1).unwrap().payload,
+            b"w"
+        );
         assert!(rotated.open("other", &before, 1).is_err());
     }
 }

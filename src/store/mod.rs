@@ -84,7 +84,8 @@ pub trait L2 {
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot answer.
-    fn set_if_absent(&mut self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
+    fn set_if_absent(&mut self, key: &str, value: &[u8], ttl: Duration)
+        -> Result<bool, StoreError>;
 
     /// Deletes `key`; `true` when it existed.
     ///

@@ -8,8 +8,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::config::{Config, Platform};
 use crate::store::{Class, Mode, Namespace, Sealer, TieredConfig, TieredStore};
-use std::time::Duration;
 use crate::testkit::{EcKey, ScriptedFetch};
+use std::time::Duration;
 
 const URL: &str = "https://idp.test";
 
@@ -20,8 +20,13 @@ fn config(extra: serde_json::Value) -> Config {
             b.insert(k.clone(), v.clone());
         }
     }
-    Config::parse(base.to_string().as_bytes(), &|_| None, &|_| Err(std::io::ErrorKind::NotFound.into()), Platform::default())
-        .unwrap()
+    Config::parse(
+        base.to_string().as_bytes(),
+        &|_| None,
+        &|_| Err(std::io::ErrorKind::NotFound.into()),
+        Platform::default(),
+    )
+    .unwrap()
 }
 
 fn discovery(issuer: &str) -> String {
@@ -46,12 +51,27 @@ struct World {
 impl World {
     fn new(fetch: ScriptedFetch) -> World {
         let clock = Rc::new(ManualClock::new(1_700_000_000_000));
-        let store = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::integrity(), clock.clone());
-        World { fetch, store, clock, log: Vec::new() }
+        let store = TieredStore::new(
+            TieredConfig::new(Mode::Memory, "id"),
+            None,
+            Sealer::integrity(),
+            clock.clone(),
+        );
+        World {
+            fetch,
+            store,
+            clock,
+            log: Vec::new(),
+        }
     }
 
     fn deps(&mut self) -> Deps<'_> {
-        Deps { fetch: &mut self.fetch, store: &mut self.store, clock: &*self.clock, log: &mut self.log }
+        Deps {
+            fetch: &mut self.fetch,
+            store: &mut self.store,
+            clock: &*self.clock,
+            log: &mut self.log,
+        }
     }
 }
 
@@ -60,7 +80,11 @@ fn discovers_lazily_and_caches() {
     let key = EcKey::generate("k1");
     let mut w = World::new(
         ScriptedFetch::default()
-            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(
+                &format!("{URL}/.well-known/openid-configuration"),
+                200,
+                &discovery(URL),
+            )
             .route(&format!("{URL}/jwks"), 200, &key.jwks()),
     );
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
@@ -73,7 +97,11 @@ fn discovers_lazily_and_caches() {
         p.metadata(&mut w.deps()).unwrap();
         p.keys(&mut w.deps()).unwrap();
     }
-    assert_eq!(w.fetch.requests.len(), 2, "one discovery and one JWKS fetch");
+    assert_eq!(
+        w.fetch.requests.len(),
+        2,
+        "one discovery and one JWKS fetch"
+    );
     // After the JWKS lifetime the keys are fetched again.
     w.clock.advance(JWKS_TTL_MS + 1);
     p.keys(&mut w.deps()).unwrap();
@@ -82,39 +110,65 @@ fn discovers_lazily_and_caches() {
 
 #[test]
 fn refuses_issuer_mismatch_and_http_endpoints() {
-    let mut w = World::new(
-        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://evil.test")),
-    );
+    let mut w = World::new(ScriptedFetch::default().route(
+        &format!("{URL}/.well-known/openid-configuration"),
+        200,
+        &discovery("https://evil.test"),
+    ));
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
-    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+    assert!(matches!(
+        p.metadata(&mut w.deps()),
+        Err(ProviderError::Invalid(_))
+    ));
 
     let doc = json!({"issuer": URL, "jwks_uri": "http://idp.test/jwks"}).to_string();
-    let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &doc));
+    let mut w = World::new(ScriptedFetch::default().route(
+        &format!("{URL}/.well-known/openid-configuration"),
+        200,
+        &doc,
+    ));
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
-    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+    assert!(matches!(
+        p.metadata(&mut w.deps()),
+        Err(ProviderError::Invalid(_))
+    ));
 
-    let mut w = World::new(ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, "not json"));
+    let mut w = World::new(ScriptedFetch::default().route(
+        &format!("{URL}/.well-known/openid-configuration"),
+        200,
+        "not json",
+    ));
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
-    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Invalid(_))));
+    assert!(matches!(
+        p.metadata(&mut w.deps()),
+        Err(ProviderError::Invalid(_))
+    ));
 }
 
 #[test]
 fn trailing_slash_issuer_is_accepted() {
-    let mut w = World::new(
-        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery("https://idp.test/")),
-    );
+    let mut w = World::new(ScriptedFetch::default().route(
+        &format!("{URL}/.well-known/openid-configuration"),
+        200,
+        &discovery("https://idp.test/"),
+    ));
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://idp.test/");
 }
 
 #[test]
 fn provider_down_backs_off_then_recovers() {
-    let mut w = World::new(
-        ScriptedFetch::default().route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL)),
-    );
+    let mut w = World::new(ScriptedFetch::default().route(
+        &format!("{URL}/.well-known/openid-configuration"),
+        200,
+        &discovery(URL),
+    ));
     w.fetch.down = true;
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
-    assert!(matches!(p.metadata(&mut w.deps()), Err(ProviderError::Unreachable(_))));
+    assert!(matches!(
+        p.metadata(&mut w.deps()),
+        Err(ProviderError::Unreachable(_))
+    ));
     // Within the back-off the provider is not asked again.
     assert!(p.metadata(&mut w.deps()).is_err());
     assert_eq!(w.fetch.requests.len(), 1);
@@ -129,15 +183,34 @@ fn unknown_kid_refetches_at_most_once_per_interval() {
     let new = EcKey::generate("new");
     let mut w = World::new(
         ScriptedFetch::default()
-            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(
+                &format!("{URL}/.well-known/openid-configuration"),
+                200,
+                &discovery(URL),
+            )
             .route(&format!("{URL}/jwks"), 200, &old.jwks()),
     );
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     let now = w.clock.now_secs();
-    let token = new.sign(json!({}), &json!({"iss": URL, "aud": "api", "exp": now + 60}));
-    let verify = |k: &Jwks| crate::jwt::Validation::new(URL).audience("api").verify(&token, k, now).map(|_| ());
-    assert_eq!(p.verify(&mut w.deps(), verify), Err(VerifyError::Token(JwtError::UnknownKid)));
-    assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2, "one refetch for the unknown kid");
+    let token = new.sign(
+        json!({}),
+        &json!({"iss": URL, "aud": "api", "exp": now + 60}),
+    );
+    let verify = |k: &Jwks| {
+        crate::jwt::Validation::new(URL)
+            .audience("api")
+            .verify(&token, k, now)
+            .map(|_| ())
+    };
+    assert_eq!(
+        p.verify(&mut w.deps(), verify),
+        Err(VerifyError::Token(JwtError::UnknownKid))
+    );
+    assert_eq!(
+        w.fetch.count(&format!("{URL}/jwks")),
+        2,
+        "one refetch for the unknown kid"
+    );
     // A second unknown kid right away does not refetch.
     assert!(p.verify(&mut w.deps(), verify).is_err());
     assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2);
@@ -166,8 +239,15 @@ fn static_configuration_never_fetches() {
     assert_eq!(p.issuer(&mut w.deps()).unwrap(), "https://static.test");
     assert_eq!(p.keys(&mut w.deps()).unwrap().len(), 1);
     let now = w.clock.now_secs();
-    let token = EcKey::generate("unknown").sign(json!({}), &json!({"iss": "https://static.test", "aud": "api", "exp": now + 60}));
-    let r = p.verify(&mut w.deps(), |k| crate::jwt::Validation::new("https://static.test").audience("api").verify(&token, k, now));
+    let token = EcKey::generate("unknown").sign(
+        json!({}),
+        &json!({"iss": "https://static.test", "aud": "api", "exp": now + 60}),
+    );
+    let r = p.verify(&mut w.deps(), |k| {
+        crate::jwt::Validation::new("https://static.test")
+            .audience("api")
+            .verify(&token, k, now)
+    });
     assert!(matches!(r, Err(VerifyError::Token(JwtError::UnknownKid))));
     assert!(w.fetch.requests.is_empty());
 }
@@ -181,17 +261,31 @@ fn keys_planted_in_an_unsealed_store_are_never_used() {
     let evil = EcKey::generate("evil");
     let mut w = World::new(
         ScriptedFetch::default()
-            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(
+                &format!("{URL}/.well-known/openid-configuration"),
+                200,
+                &discovery(URL),
+            )
             .route(&format!("{URL}/jwks"), 200, &real.jwks()),
     );
     let jwks_uri = format!("{URL}/jwks");
     w.store
-        .set(Namespace::JWKS, &jwks_uri, evil.jwks().as_bytes(), Duration::from_secs(600), Class::Cache)
+        .set(
+            Namespace::JWKS,
+            &jwks_uri,
+            evil.jwks().as_bytes(),
+            Duration::from_secs(600),
+            Class::Cache,
+        )
         .unwrap();
     let mut p = ProviderState::new(&config(json!({})), false).unwrap();
     let keys = p.keys(&mut w.deps()).unwrap();
     assert!(keys.contains_kid("real") && !keys.contains_kid("evil"));
-    assert_eq!(w.fetch.count(&jwks_uri), 1, "fetched from the provider, not from the store");
+    assert_eq!(
+        w.fetch.count(&jwks_uri),
+        1,
+        "fetched from the provider, not from the store"
+    );
 }
 
 #[test]
@@ -201,14 +295,27 @@ fn sealed_store_shares_documents_between_instances() {
     let seal = crate::store::SealKey::new([7u8; 32]);
     let mut w = World::new(
         ScriptedFetch::default()
-            .route(&format!("{URL}/.well-known/openid-configuration"), 200, &discovery(URL))
+            .route(
+                &format!("{URL}/.well-known/openid-configuration"),
+                200,
+                &discovery(URL),
+            )
             .route(&format!("{URL}/jwks"), 200, &key.jwks()),
     );
-    w.store = TieredStore::new(TieredConfig::new(Mode::Memory, "id"), None, Sealer::aead(&seal), clock);
+    w.store = TieredStore::new(
+        TieredConfig::new(Mode::Memory, "id"),
+        None,
+        Sealer::aead(&seal),
+        clock,
+    );
     let mut a = ProviderState::new(&config(json!({})), true).unwrap();
     a.keys(&mut w.deps()).unwrap();
     // A second instance (same store) finds both documents without asking the provider.
     let mut b = ProviderState::new(&config(json!({})), true).unwrap();
     b.keys(&mut w.deps()).unwrap();
-    assert_eq!(w.fetch.requests.len(), 2, "discovery and JWKS fetched once for both instances");
+    assert_eq!(
+        w.fetch.requests.len(),
+        2,
+        "discovery and JWKS fetched once for both instances"
+    );
 }

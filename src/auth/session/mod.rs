@@ -161,7 +161,12 @@ impl SessionState {
     fn remember(&mut self, text: String, session: Rc<Session>, stale_key: bool) -> Rc<Principal> {
         if self.cache.len() >= CACHE_ENTRIES {
             // Least recently used out (16 entries: a scan is cheaper than bookkeeping).
-            if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_use).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .cache
+                .iter()
+                .min_by_key(|(_, c)| c.last_use)
+                .map(|(k, _)| k.clone())
+            {
                 self.cache.remove(&oldest);
             }
         }
@@ -169,7 +174,12 @@ impl SessionState {
         let principal = Rc::new(Principal::new(session.claims.clone()));
         self.cache.insert(
             text,
-            Cached { session, principal: principal.clone(), stale_key, last_use: self.uses },
+            Cached {
+                session,
+                principal: principal.clone(),
+                stale_key,
+                last_use: self.uses,
+            },
         );
         principal
     }

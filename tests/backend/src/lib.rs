@@ -68,7 +68,9 @@ impl Drop for Backend {
 /// Serves one keep-alive connection.
 pub fn serve(conn: TcpStream, hits: &AtomicU64) {
     let _ = conn.set_nodelay(true);
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut rd = BufReader::new(conn);
     loop {
         let mut line = String::new();
@@ -108,11 +110,19 @@ pub fn serve(conn: TcpStream, hits: &AtomicU64) {
             return;
         }
         hits.fetch_add(1, Ordering::SeqCst);
-        let html = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("accept") && v.contains("text/html"));
+        let html = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("accept") && v.contains("text/html"));
         let (ctype, payload) = if html {
-            ("text/html; charset=utf-8", html_page(&method, &target, &headers))
+            (
+                "text/html; charset=utf-8",
+                html_page(&method, &target, &headers),
+            )
         } else {
-            ("application/json", json_doc(&method, &target, &headers, &String::from_utf8_lossy(&body)))
+            (
+                "application/json",
+                json_doc(&method, &target, &headers, &String::from_utf8_lossy(&body)),
+            )
         };
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{}",
@@ -143,7 +153,10 @@ fn js(s: &str) -> String {
 
 /// The echo document: `{"method":..,"uri":..,"headers":[[name,value],..],"body":..}`.
 pub fn json_doc(method: &str, target: &str, headers: &[(String, String)], body: &str) -> String {
-    let hs: Vec<String> = headers.iter().map(|(k, v)| format!("[{},{}]", js(k), js(v))).collect();
+    let hs: Vec<String> = headers
+        .iter()
+        .map(|(k, v)| format!("[{},{}]", js(k), js(v)))
+        .collect();
     format!(
         "{{\"method\":{},\"uri\":{},\"headers\":[{}],\"body\":{}}}",
         js(method),
@@ -154,7 +167,10 @@ pub fn json_doc(method: &str, target: &str, headers: &[(String, String)], body: 
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn html_page(method: &str, target: &str, headers: &[(String, String)]) -> String {

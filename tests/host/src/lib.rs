@@ -15,5 +15,5 @@ pub mod servers;
 pub mod tokens;
 pub mod traefik;
 pub mod util;
-pub mod wrk;
 pub mod wasm;
+pub mod wrk;

@@ -122,7 +122,10 @@ impl Traefik {
             .clone()
             .unwrap_or_else(|| workspace_root().join("dist/oidc-guard"));
         if !plugin_src.join("plugin.wasm").exists() {
-            panic!("{} has no plugin.wasm: run `make build` first", plugin_src.display());
+            panic!(
+                "{} has no plugin.wasm: run `make build` first",
+                plugin_src.display()
+            );
         }
         let plugin_dst = dir.join("plugins-local/src/oidc-guard");
         std::fs::create_dir_all(&plugin_dst).unwrap_or_else(|e| panic!("mkdir: {e}"));
@@ -158,14 +161,18 @@ impl Traefik {
         write_json(&dir.join("traefik.yml"), &static_cfg);
         write_json(&dir.join("dynamic.yml"), &dynamic_config(&cfg));
 
-        let log = std::fs::File::create(dir.join("traefik.log")).unwrap_or_else(|e| panic!("log: {e}"));
+        let log =
+            std::fs::File::create(dir.join("traefik.log")).unwrap_or_else(|e| panic!("log: {e}"));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
         let mut cmd = Command::new(traefik_bin());
-        cmd.arg(format!("--configfile={}", dir.join("traefik.yml").display()))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+        cmd.arg(format!(
+            "--configfile={}",
+            dir.join("traefik.yml").display()
+        ))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
         for (k, v) in &cfg.envs {
             cmd.env(k, v);
         }
@@ -173,7 +180,12 @@ impl Traefik {
             cmd.env("GOMAXPROCS", n.to_string());
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn traefik: {e}"));
-        let mut t = Traefik { child, port, ping_port, dir };
+        let mut t = Traefik {
+            child,
+            port,
+            ping_port,
+            dir,
+        };
         let ping = format!("http://127.0.0.1:{ping_port}/ping");
         let up = wait_for("traefik /ping", Duration::from_secs(30), || {
             if let Ok(Some(status)) = t.child.try_wait() {
@@ -232,7 +244,10 @@ fn dynamic_config(cfg: &TraefikConfig) -> Value {
             router["priority"] = json!(p);
         }
         routers.insert(r.name.clone(), router);
-        services.insert(svc, json!({"loadBalancer": {"servers": [{"url": r.upstream}]}}));
+        services.insert(
+            svc,
+            json!({"loadBalancer": {"servers": [{"url": r.upstream}]}}),
+        );
     }
     let mut middlewares = serde_json::Map::new();
     for (name, conf) in &cfg.middlewares {

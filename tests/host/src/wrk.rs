@@ -31,7 +31,9 @@ pub fn run(url: &str, threads: u32, conns: u32, secs: u32, headers: &[(String, S
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
     cmd.arg(url);
-    let out = cmd.output().unwrap_or_else(|e| panic!("wrk: {e} (run `make test-deps`)"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("wrk: {e} (run `make test-deps`)"));
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 

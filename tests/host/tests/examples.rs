@@ -13,7 +13,11 @@ use serde_json::Value;
 /// six decimals), lists keep their elements' types, maps recurse.
 fn stringify(v: &Value, in_list: bool) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), stringify(v, false))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), stringify(v, false)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(|v| stringify(v, true)).collect()),
         Value::Bool(b) if !in_list => Value::String(b.to_string()),
         Value::Number(n) if !in_list => Value::String(match n.as_i64() {
@@ -28,9 +32,14 @@ fn parse(plugin: &Value, origin: &str) {
     let json = serde_json::to_vec(plugin).unwrap();
     // The secrets the examples name through `<key>Env`; every other variable is unset.
     let env = |k: &str| {
-        ["OIDC_CLIENT_SECRET", "OIDC_SESSION_KEY", "REDIS_PASSWORD", "DEMO_SESSION_KEY"]
-            .contains(&k)
-            .then(|| "an-environment-secret-of-at-least-32-bytes".to_string())
+        [
+            "OIDC_CLIENT_SECRET",
+            "OIDC_SESSION_KEY",
+            "REDIS_PASSWORD",
+            "DEMO_SESSION_KEY",
+        ]
+        .contains(&k)
+        .then(|| "an-environment-secret-of-at-least-32-bytes".to_string())
     };
     let read = |_: &str| Ok(b"a-file-secret-of-at-least-32-bytes-long\n".to_vec());
     if let Err(e) = Config::parse(&json, &env, &read, Platform::default()) {
@@ -59,7 +68,10 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     text.split("\n---")
         .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_yaml_ng::from_str::<Value>(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .map(|d| {
+            serde_yaml_ng::from_str::<Value>(d)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -100,7 +112,9 @@ fn kubernetes_example_parses() {
 
 fn resolve_secrets(v: &mut Value) {
     match v {
-        Value::String(s) if s.starts_with("urn:k8s:secret:") => *s = "a-kubernetes-secret-of-at-least-32-bytes".into(),
+        Value::String(s) if s.starts_with("urn:k8s:secret:") => {
+            *s = "a-kubernetes-secret-of-at-least-32-bytes".into()
+        }
         Value::Object(m) => m.values_mut().for_each(resolve_secrets),
         Value::Array(a) => a.iter_mut().for_each(resolve_secrets),
         _ => {}
@@ -111,7 +125,14 @@ fn resolve_secrets(v: &mut Value) {
 fn traefik_yml_test_data_parses() {
     let text = std::fs::read_to_string(workspace_root().join(".traefik.yml")).unwrap();
     let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
-    for key in ["displayName", "type", "runtime", "wasmPath", "summary", "testData"] {
+    for key in [
+        "displayName",
+        "type",
+        "runtime",
+        "wasmPath",
+        "summary",
+        "testData",
+    ] {
         assert!(doc.get(key).is_some(), ".traefik.yml lacks {key}");
     }
     assert_eq!(doc["runtime"], "wasm");

@@ -454,7 +454,10 @@ fn the_traefik_artifact_imports_only_its_hosts_modules_and_refuses_unauthenticat
     let wasm = guests::plugin(guests::Artifact::Traefik).unwrap();
     let imports = oidc_guard_testhost::wasm::imports(&wasm).unwrap();
     for i in &imports.imports {
-        eprintln!("traefik artifact imports {}.{} {}", i.module, i.name, i.signature);
+        eprintln!(
+            "traefik artifact imports {}.{} {}",
+            i.module, i.name, i.signature
+        );
     }
     for m in imports.modules() {
         assert!(
@@ -484,7 +487,10 @@ fn the_bridge_artifact_builds_and_imports_only_its_hosts_modules() {
     let wasm = guests::plugin(guests::Artifact::Bridge).unwrap();
     let imports = oidc_guard_testhost::wasm::imports(&wasm).unwrap();
     for i in &imports.imports {
-        eprintln!("bridge artifact imports {}.{} {}", i.module, i.name, i.signature);
+        eprintln!(
+            "bridge artifact imports {}.{} {}",
+            i.module, i.name, i.signature
+        );
     }
     for m in imports.modules() {
         assert!(

@@ -35,14 +35,26 @@ fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A bearer-only configuration written the way users write YAML (typed values: Traefik
@@ -70,26 +82,51 @@ fn plugin_guards_a_route_in_real_traefik() {
     // An excluded path reaches the backend; spoofed identity headers are removed on the way.
     let r = get(
         &format!("{}/public/page?x=1", t.url()),
-        &[("X-Forwarded-User", "mallory"), ("X-User-Email", "mallory@evil.test")],
+        &[
+            ("X-Forwarded-User", "mallory"),
+            ("X-User-Email", "mallory@evil.test"),
+        ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = echoed_headers(&r.body);
-    assert!(!seen.iter().any(|(k, _)| k == "x-forwarded-user"), "spoofed user reached the backend: {seen:?}");
-    assert!(!seen.iter().any(|(k, _)| k == "x-user-email"), "spoofed claim header reached the backend");
+    assert!(
+        !seen.iter().any(|(k, _)| k == "x-forwarded-user"),
+        "spoofed user reached the backend: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|(k, _)| k == "x-user-email"),
+        "spoofed claim header reached the backend"
+    );
 
     // Protected paths are refused before the backend sees them.
     let hits = backend.hits();
-    for (path, accept) in [("/admin", "application/json"), ("/admin", "text/html"), ("/public/../admin", "application/json")] {
-        let r = get(&format!("{}{path}", t.url()), &[("Accept", accept), ("X-Forwarded-User", "mallory")]);
+    for (path, accept) in [
+        ("/admin", "application/json"),
+        ("/admin", "text/html"),
+        ("/public/../admin", "application/json"),
+    ] {
+        let r = get(
+            &format!("{}{path}", t.url()),
+            &[("Accept", accept), ("X-Forwarded-User", "mallory")],
+        );
         assert_eq!(r.status, 401, "{path} {accept}: {}", r.body);
         let challenge = header(&r, "www-authenticate").unwrap_or_default();
         assert!(challenge.starts_with("Bearer realm="), "{challenge}");
     }
     // A token that is not a JWT: 401 invalid_token.
-    let r = get(&format!("{}/admin", t.url()), &[("Authorization", "Bearer abc.def.ghi")]);
+    let r = get(
+        &format!("{}/admin", t.url()),
+        &[("Authorization", "Bearer abc.def.ghi")],
+    );
     assert_eq!(r.status, 401);
-    assert!(header(&r, "www-authenticate").unwrap_or_default().contains("invalid_token"));
-    assert_eq!(backend.hits(), hits, "a refused request reached the backend");
+    assert!(header(&r, "www-authenticate")
+        .unwrap_or_default()
+        .contains("invalid_token"));
+    assert_eq!(
+        backend.hits(),
+        hits,
+        "a refused request reached the backend"
+    );
 }
 
 #[test]
@@ -99,7 +136,12 @@ fn a_refused_configuration_keeps_the_route_closed() {
     bad["alowedUsers"] = json!(["alice@example.com"]); // typo: must never mean "allow everyone"
     let t = TraefikConfig::default()
         .middleware("broken", bad)
-        .route("guarded", "PathPrefix(`/admin`)", &["broken"], &backend.url())
+        .route(
+            "guarded",
+            "PathPrefix(`/admin`)",
+            &["broken"],
+            &backend.url(),
+        )
         // A catch-all route without the middleware: if Traefik dropped the guarded router, its
         // requests would fall through to this one, unauthenticated.
         .route("open", "PathPrefix(`/`)", &[], &backend.url())
@@ -108,9 +150,15 @@ fn a_refused_configuration_keeps_the_route_closed() {
     t.wait_route("/admin");
     let hits = backend.hits();
     for _ in 0..3 {
-        let r = get(&format!("{}/admin/x", t.url()), &[("X-Forwarded-User", "mallory")]);
+        let r = get(
+            &format!("{}/admin/x", t.url()),
+            &[("X-Forwarded-User", "mallory")],
+        );
         assert_eq!(r.status, 500, "{}", r.body);
-        assert!(!r.body.contains("alowedUsers"), "the reason belongs in the log, not the response");
+        assert!(
+            !r.body.contains("alowedUsers"),
+            "the reason belongs in the log, not the response"
+        );
     }
     assert_eq!(backend.hits(), hits, "traffic passed a misconfigured guard");
     let log = t.log_text();

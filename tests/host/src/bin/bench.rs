@@ -23,7 +23,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { secs: 5, reps: 3, conns: 32, threads: 2, only: None };
+    let mut a = Args {
+        secs: 5,
+        reps: 3,
+        conns: 32,
+        threads: 2,
+        only: None,
+    };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
@@ -91,7 +97,13 @@ fn memory_group(backend: &Backend) -> Group {
         title: "memory mode, default GOMAXPROCS".into(),
         traefik: t,
         scenarios: vec![
-            Scenario { name: "baseline", what: "no middleware", path: "/nomw/x".into(), headers: vec![], expect: 200 },
+            Scenario {
+                name: "baseline",
+                what: "no middleware",
+                path: "/nomw/x".into(),
+                headers: vec![],
+                expect: 200,
+            },
             Scenario {
                 name: "excluded",
                 what: "plugin, excluded path (pass-through)",
@@ -134,7 +146,13 @@ fn hybrid_group(backend: &Backend, redis: &RedisServer) -> Group {
         title: "hybrid mode (Redis), GOMAXPROCS=1".into(),
         traefik: t,
         scenarios: vec![
-            Scenario { name: "baseline-1p", what: "no middleware", path: "/nomw/x".into(), headers: vec![], expect: 200 },
+            Scenario {
+                name: "baseline-1p",
+                what: "no middleware",
+                path: "/nomw/x".into(),
+                headers: vec![],
+                expect: 200,
+            },
             Scenario {
                 name: "hybrid-bearer",
                 what: "plugin, cached valid bearer token, hybrid store",
@@ -172,7 +190,10 @@ fn check(group: &Group, s: &Scenario) {
     }
     let got = req.call().map(|r| r.status().as_u16()).unwrap_or(0);
     if got != s.expect {
-        eprintln!("warning: {} answers {got}, expected {}; its figures measure that answer", s.name, s.expect);
+        eprintln!(
+            "warning: {} answers {got}, expected {}; its figures measure that answer",
+            s.name, s.expect
+        );
     }
 }
 
@@ -183,7 +204,8 @@ fn main() {
     let mut groups = vec![memory_group(&backend), hybrid_group(&backend, &redis)];
     for g in &mut groups {
         if let Some(only) = &a.only {
-            g.scenarios.retain(|s| only.iter().any(|o| o == s.name) || s.name.starts_with("baseline"));
+            g.scenarios
+                .retain(|s| only.iter().any(|o| o == s.name) || s.name.starts_with("baseline"));
         }
     }
     let mut results: BTreeMap<&'static str, Vec<WrkRun>> = BTreeMap::new();
@@ -222,7 +244,11 @@ fn main() {
         println!("## {}", g.title);
         println!("| scenario | what | req/s (median) | p50 ms | p99 ms | throughput ratio | Traefik CPU µs/req | CPU ratio | non-2xx/3xx |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        let base_name = g.scenarios.iter().find(|s| s.name.starts_with("baseline")).map(|s| s.name);
+        let base_name = g
+            .scenarios
+            .iter()
+            .find(|s| s.name.starts_with("baseline"))
+            .map(|s| s.name);
         let base = base_name
             .and_then(|n| results.get(n))
             .map(|v| median(&v.iter().map(|r| r.rps).collect::<Vec<_>>()))
@@ -232,7 +258,9 @@ fn main() {
             .map(|v| median(v))
             .unwrap_or(0.0);
         for s in &g.scenarios {
-            let Some(v) = results.get(s.name) else { continue };
+            let Some(v) = results.get(s.name) else {
+                continue;
+            };
             let cpu = cpu_per_req.get(s.name).map(|v| median(v)).unwrap_or(0.0);
             let cpu_ratio = if cpu > 0.0 { base_cpu / cpu } else { 0.0 };
             let rps = median(&v.iter().map(|r| r.rps).collect::<Vec<_>>());

@@ -102,9 +102,18 @@ pub fn plugin(kind: Artifact) -> Result<PathBuf> {
         for _ in 0..5 {
             match kind {
                 Artifact::Traefik => cargo_build(&["-p", "oidc-guard"])?,
-                Artifact::Bridge => cargo_build(&["-p", "oidc-guard", "--no-default-features", "--features", "bridge"])?,
+                Artifact::Bridge => cargo_build(&[
+                    "-p",
+                    "oidc-guard",
+                    "--no-default-features",
+                    "--features",
+                    "bridge",
+                ])?,
             }
-            let out = copy_out(&out_dir().join("wasm32-wasip1/release/oidc-guard.wasm"), name)?;
+            let out = copy_out(
+                &out_dir().join("wasm32-wasip1/release/oidc-guard.wasm"),
+                name,
+            )?;
             let bytes = std::fs::read(&out)?;
             let is_bridge = bytes.windows(20).any(|w| w == b"oidc_guard_bridge_v1");
             if is_bridge == (kind == Artifact::Bridge) {
