@@ -39,6 +39,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked -p oidc-guard --target $(WASM_TARGET) --bin oidc-guard -- -D warnings
+	$(CARGO) clippy --locked -p oidc-guard --target $(WASM_TARGET) --bin oidc-guard \
+		--no-default-features --features bridge -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

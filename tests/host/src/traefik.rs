@@ -228,6 +228,10 @@ impl Drop for Traefik {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Keep the directory (configs, log) when the test failed, or when asked to.
+        if !std::thread::panicking() && std::env::var_os("OIDC_GUARD_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! Usage: `bench [--secs N] [--reps N] [--conns N] [--threads N] [--only name,name]`
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

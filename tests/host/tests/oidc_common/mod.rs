@@ -167,10 +167,11 @@ impl Drop for Front {
     }
 }
 
-/// Reads one HTTP/1.1 request: method, target, headers, body.
-fn read_request(
-    rd: &mut BufReader<TcpStream>,
-) -> Option<(String, String, Vec<(String, String)>, Vec<u8>)> {
+/// One HTTP/1.1 request: method, target, headers, body.
+type RawRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request.
+fn read_request(rd: &mut BufReader<TcpStream>) -> Option<RawRequest> {
     let mut line = String::new();
     rd.read_line(&mut line).ok()?;
     let mut parts = line.trim_end().splitn(3, ' ');
