@@ -683,6 +683,38 @@ impl<D: Dialer> L2 for RedisClient<D> {
         }
     }
 
+    /// One pipeline of `GET`s (one round trip). In cluster mode the keys must share a hash slot
+    /// for that; otherwise they are asked one by one.
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        if matches!(self.topology, Topology::Cluster { .. })
+            && keys.iter().any(|k| key_slot(k.as_bytes()) != key_slot(first.as_bytes()))
+        {
+            return keys.iter().map(|k| self.get(k)).collect();
+        }
+        let cmds: Vec<Command> = keys.iter().map(|k| Command::new(&[b"GET", k.as_bytes()])).collect();
+        let refs: Vec<&Command> = cmds.iter().collect();
+        let replies = self.exec(Some(first.as_bytes()), &refs)?;
+        if replies.len() != keys.len() {
+            return Err(StoreError::Protocol(format!(
+                "{} replies to a pipeline of {} GETs",
+                replies.len(),
+                keys.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .map(|f| match f {
+                Frame::Bulk(v) => Ok(Some(v)),
+                Frame::NilBulk => Ok(None),
+                Frame::Error(m) => Err(refused(&m)),
+                other => Err(unexpected("GET", "a bulk string", Some(&other))),
+            })
+            .collect()
+    }
+
     fn set(&mut self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let ms = ttl_ms(ttl);
         let cmd = Command::new(&[b"SET", key.as_bytes(), value, b"PX", ms.as_bytes()]);

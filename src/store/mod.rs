@@ -71,6 +71,15 @@ pub trait L2 {
     /// [`StoreError`] when the store cannot answer.
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The values stored under several keys, in order. Implementations that can answer in one
+    /// round trip (a pipeline) override this; the default asks key by key.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Stores `value` under `key` for `ttl` (rounded up to whole milliseconds, at least 1 ms).
     ///
     /// # Errors

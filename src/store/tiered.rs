@@ -44,7 +44,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig, BreakerEvent};
-use super::envelope::{OpenError, Sealer};
+use super::envelope::{OpenError, Opened, Sealer};
 use super::l1::{Insert, L1Config, L1};
 use super::metrics::{L2Counters, Snapshot};
 use super::{StoreError, L2};
@@ -354,38 +354,121 @@ impl TieredStore {
             },
         });
         match res {
-            Ok(Some(opened)) => {
+            Ok(found) => Ok(self.after_l2_read(&full, found, now)),
+            Err(e) => self.fallback_read(&full, e, now),
+        }
+    }
+
+    /// Reads several keys of one namespace: L1 first (hybrid), then every miss in **one** L2
+    /// operation ([`L2::get_many`], one round trip for Redis). Values in the order of `keys`;
+    /// the fallback policy applies as for [`TieredStore::get`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the L2 cannot answer and the fallback is `deny`.
+    pub fn get_many(&mut self, ns: Namespace, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let fulls: Vec<String> = keys.iter().map(|k| self.full_key(ns, k)).collect();
+        let now = self.clock.now_ms();
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; fulls.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, full) in fulls.iter().enumerate() {
+            if self.cfg.mode == Mode::Redis {
+                missing.push(i);
+                continue;
+            }
+            match self.l1_read(full, now) {
+                L1Read::Value(v) => out[i] = Some(v),
+                L1Read::Absent => {}
+                L1Read::Miss if self.cfg.mode == Mode::Memory => {}
+                L1Read::Miss => missing.push(i),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let asked: Vec<&str> = missing.iter().filter_map(|i| fulls.get(*i).map(String::as_str)).collect();
+        let res = self.l2_op(ns, |l2, sealer, now| {
+            let values = l2.get_many(&asked)?;
+            if values.len() != asked.len() {
+                return Err(StoreError::Protocol("get_many answered a different number of values".into()));
+            }
+            values
+                .into_iter()
+                .zip(&asked)
+                .map(|(v, full)| match v {
+                    None => Ok(None),
+                    Some(bytes) => match sealer.open(full, &bytes, now) {
+                        Ok(o) => Ok(Some(o)),
+                        Err(OpenError::Expired) => Ok(None),
+                        Err(OpenError::Invalid) => Err(StoreError::Integrity),
+                    },
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match res {
+            Ok(found) => {
+                for (i, f) in missing.into_iter().zip(found) {
+                    if let Some(full) = fulls.get(i) {
+                        let v = self.after_l2_read(full, f, now);
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = v;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                for i in missing {
+                    if let Some(full) = fulls.get(i) {
+                        let v = self.fallback_read(full, e.clone(), now)?;
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = v;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Counts and caches (hybrid) what the L2 answered for `full`.
+    fn after_l2_read(&mut self, full: &str, found: Option<Opened>, now: u64) -> Option<Vec<u8>> {
+        match found {
+            Some(opened) => {
                 self.counters.hits += 1;
                 if self.cfg.mode == Mode::Hybrid {
                     // Never serve from L1 past the writer's expiry, nor longer than l1_max_ttl.
                     let left = Duration::from_millis(opened.expires_at_ms.saturating_sub(now));
                     let ttl = left.min(self.cfg.l1_max_ttl);
-                    self.l1_write(&full, L1_VALUE, &opened.payload, ttl, now);
+                    self.l1_write(full, L1_VALUE, &opened.payload, ttl, now);
                 }
-                Ok(Some(opened.payload))
+                Some(opened.payload)
             }
-            Ok(None) => {
+            None => {
                 self.counters.misses += 1;
                 if self.cfg.mode == Mode::Hybrid {
                     let ttl = self.cfg.negative_ttl.min(self.cfg.l1_max_ttl);
-                    self.l1_write(&full, L1_ABSENT, b"", ttl, now);
+                    self.l1_write(full, L1_ABSENT, b"", ttl, now);
                 }
-                Ok(None)
+                None
             }
-            Err(e) => match self.cfg.fallback {
-                Fallback::Deny => Err(e),
-                Fallback::L1 => {
-                    self.counters.fallbacks += 1;
-                    // Hybrid mode already looked in L1; redis mode looks now.
-                    match self.cfg.mode {
-                        Mode::Redis => match self.l1_read(&full, now) {
-                            L1Read::Value(v) => Ok(Some(v)),
-                            L1Read::Absent | L1Read::Miss => Ok(None),
-                        },
-                        Mode::Memory | Mode::Hybrid => Ok(None),
-                    }
+        }
+    }
+
+    /// What a read answers when the L2 failed with `e`: the fallback policy.
+    fn fallback_read(&mut self, full: &str, e: StoreError, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.cfg.fallback {
+            Fallback::Deny => Err(e),
+            Fallback::L1 => {
+                self.counters.fallbacks += 1;
+                // Hybrid mode already looked in L1; redis mode looks now.
+                match self.cfg.mode {
+                    Mode::Redis => match self.l1_read(full, now) {
+                        L1Read::Value(v) => Ok(Some(v)),
+                        L1Read::Absent | L1Read::Miss => Ok(None),
+                    },
+                    Mode::Memory | Mode::Hybrid => Ok(None),
                 }
-            },
+            }
         }
     }
 

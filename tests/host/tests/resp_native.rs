@@ -92,6 +92,15 @@ fn operations(flavor: Flavor) {
     assert!(!c.exists(&k).unwrap());
     assert_eq!(c.ttl(&k).unwrap(), None, "absent key: PTTL -2");
 
+    // Several keys in one round trip (a pipeline of GETs), in order, absent ones as None.
+    let (a, b) = (key("many-a"), key("many-b"));
+    c.set(&a, b"A", Duration::from_secs(5)).unwrap();
+    c.set(&b, b"B", Duration::from_secs(5)).unwrap();
+    let before = c.stats().round_trips;
+    let got = c.get_many(&[&a, &k, &b]).unwrap();
+    assert_eq!(got, vec![Some(b"A".to_vec()), None, Some(b"B".to_vec())]);
+    assert_eq!(c.stats().round_trips, before + 1, "get_many is one round trip");
+
     // A key without expiry (written by someone else): PTTL -1.
     let forever = key("forever");
     server.cli(&["SET", &forever, "x"]);
