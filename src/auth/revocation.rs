@@ -118,7 +118,10 @@ pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, St
         return Ok(true);
     }
     if let Some(v) = found.next().flatten() {
-        let at: u64 = std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+        let at: u64 = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX);
         if s.login_ms <= at {
             return Ok(true);
         }

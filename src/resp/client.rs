@@ -690,11 +690,16 @@ impl<D: Dialer> L2 for RedisClient<D> {
             return Ok(Vec::new());
         };
         if matches!(self.topology, Topology::Cluster { .. })
-            && keys.iter().any(|k| key_slot(k.as_bytes()) != key_slot(first.as_bytes()))
+            && keys
+                .iter()
+                .any(|k| key_slot(k.as_bytes()) != key_slot(first.as_bytes()))
         {
             return keys.iter().map(|k| self.get(k)).collect();
         }
-        let cmds: Vec<Command> = keys.iter().map(|k| Command::new(&[b"GET", k.as_bytes()])).collect();
+        let cmds: Vec<Command> = keys
+            .iter()
+            .map(|k| Command::new(&[b"GET", k.as_bytes()]))
+            .collect();
         let refs: Vec<&Command> = cmds.iter().collect();
         let replies = self.exec(Some(first.as_bytes()), &refs)?;
         if replies.len() != keys.len() {

@@ -365,7 +365,11 @@ impl TieredStore {
     ///
     /// # Errors
     /// [`StoreError`] when the L2 cannot answer and the fallback is `deny`.
-    pub fn get_many(&mut self, ns: Namespace, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    pub fn get_many(
+        &mut self,
+        ns: Namespace,
+        keys: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let fulls: Vec<String> = keys.iter().map(|k| self.full_key(ns, k)).collect();
         let now = self.clock.now_ms();
         let mut out: Vec<Option<Vec<u8>>> = vec![None; fulls.len()];
@@ -385,11 +389,16 @@ impl TieredStore {
         if missing.is_empty() {
             return Ok(out);
         }
-        let asked: Vec<&str> = missing.iter().filter_map(|i| fulls.get(*i).map(String::as_str)).collect();
+        let asked: Vec<&str> = missing
+            .iter()
+            .filter_map(|i| fulls.get(*i).map(String::as_str))
+            .collect();
         let res = self.l2_op(ns, |l2, sealer, now| {
             let values = l2.get_many(&asked)?;
             if values.len() != asked.len() {
-                return Err(StoreError::Protocol("get_many answered a different number of values".into()));
+                return Err(StoreError::Protocol(
+                    "get_many answered a different number of values".into(),
+                ));
             }
             values
                 .into_iter()
@@ -455,7 +464,12 @@ impl TieredStore {
     }
 
     /// What a read answers when the L2 failed with `e`: the fallback policy.
-    fn fallback_read(&mut self, full: &str, e: StoreError, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    fn fallback_read(
+        &mut self,
+        full: &str,
+        e: StoreError,
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         match self.cfg.fallback {
             Fallback::Deny => Err(e),
             Fallback::L1 => {

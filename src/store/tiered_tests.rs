@@ -211,9 +211,20 @@ fn get_many_reads_l1_first_then_the_misses_in_one_l2_operation() {
     let (mut s, mut rig) = Rig::new(Mode::Hybrid, |_| {});
     let mut other = rig.other_instance();
     for k in ["a", "b"] {
-        other.set(Namespace::REVOCATION, k, k.as_bytes(), secs(60), Class::Revocation).unwrap();
+        other
+            .set(
+                Namespace::REVOCATION,
+                k,
+                k.as_bytes(),
+                secs(60),
+                Class::Revocation,
+            )
+            .unwrap();
     }
-    assert_eq!(s.get(Namespace::REVOCATION, "a").unwrap(), Some(b"a".to_vec()));
+    assert_eq!(
+        s.get(Namespace::REVOCATION, "a").unwrap(),
+        Some(b"a".to_vec())
+    );
     let c0 = rig.calls();
     let got = s.get_many(Namespace::REVOCATION, &["a", "b", "c"]).unwrap();
     assert_eq!(got, vec![Some(b"a".to_vec()), Some(b"b".to_vec()), None]);
@@ -221,12 +232,22 @@ fn get_many_reads_l1_first_then_the_misses_in_one_l2_operation() {
     // Redis client pipelines them: see resp_native).
     assert_eq!(rig.calls(), c0 + 2);
     let c1 = rig.calls();
-    assert_eq!(s.get_many(Namespace::REVOCATION, &["a", "b", "c"]).unwrap(), got);
-    assert_eq!(rig.calls(), c1, "hits and remembered misses are served by L1");
+    assert_eq!(
+        s.get_many(Namespace::REVOCATION, &["a", "b", "c"]).unwrap(),
+        got
+    );
+    assert_eq!(
+        rig.calls(),
+        c1,
+        "hits and remembered misses are served by L1"
+    );
     // Fallback: deny fails, l1 answers what L1 knows.
     rig.clock.advance(10_000);
     rig.down();
-    assert_eq!(s.get_many(Namespace::REVOCATION, &["a", "b"]).unwrap(), vec![None, None]);
+    assert_eq!(
+        s.get_many(Namespace::REVOCATION, &["a", "b"]).unwrap(),
+        vec![None, None]
+    );
     let (mut d, rig2) = Rig::new(Mode::Redis, |c| c.fallback = Fallback::Deny);
     rig2.down();
     assert!(d.get_many(Namespace::REVOCATION, &["a"]).is_err());

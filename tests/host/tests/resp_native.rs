@@ -99,7 +99,11 @@ fn operations(flavor: Flavor) {
     let before = c.stats().round_trips;
     let got = c.get_many(&[&a, &k, &b]).unwrap();
     assert_eq!(got, vec![Some(b"A".to_vec()), None, Some(b"B".to_vec())]);
-    assert_eq!(c.stats().round_trips, before + 1, "get_many is one round trip");
+    assert_eq!(
+        c.stats().round_trips,
+        before + 1,
+        "get_many is one round trip"
+    );
 
     // A key without expiry (written by someone else): PTTL -1.
     let forever = key("forever");
