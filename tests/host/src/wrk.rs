@@ -37,6 +37,29 @@ pub fn run(url: &str, threads: u32, conns: u32, secs: u32, headers: &[(String, S
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Runs wrk with a Lua script (e.g. one that varies a header per request).
+pub fn run_script(
+    url: &str,
+    threads: u32,
+    conns: u32,
+    secs: u32,
+    script: &str,
+    envs: &[(&str, &str)],
+) -> WrkRun {
+    let out = Command::new("wrk")
+        .envs(envs.iter().copied())
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("wrk: {e} (run `make test-deps`)"));
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
 fn ms(s: &str) -> f64 {
     let s = s.trim();
     if let Some(v) = s.strip_suffix("us") {

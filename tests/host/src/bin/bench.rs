@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use oidc_guard_testhost::backend::Backend;
+use oidc_guard_testhost::browser::{Browser, Request as Nav};
+use oidc_guard_testhost::idp::{Client, Idp, IdpOptions};
 use oidc_guard_testhost::servers::{Flavor, RedisServer, ServerConfig};
 use oidc_guard_testhost::tokens::{now, SigningKey};
 use oidc_guard_testhost::traefik::{Traefik, TraefikConfig};
+use oidc_guard_testhost::util::free_port;
 use oidc_guard_testhost::wrk::{self, median, WrkRun};
 use serde_json::{json, Value};
 
@@ -81,20 +84,70 @@ fn bearer_token(key: &SigningKey, jti: &str) -> String {
     )
 }
 
+const SESSION_KEY: &str = "oidc-guard-bench-session-key-0123456789abcdef";
+
+/// Browser login settings for the bench IdP's client `bench` on `origin`.
+fn login_config(idp: &Idp) -> Value {
+    json!({
+        "providerURL": idp.issuer(),
+        "clientID": "bench",
+        "clientSecret": "bench-secret",
+        "sessionEncryptionKey": SESSION_KEY,
+        "scopes": ["openid", "profile", "email", "groups"],
+        "excludedURLs": ["/g/public"],
+        "claimHeaders": {"X-Forwarded-Email": "email"},
+    })
+}
+
+/// Logs a scripted browser in through Traefik and returns the session's `Cookie` header.
+fn login(traefik: &Traefik, path: &str) -> (String, Duration) {
+    let mut b = Browser::new();
+    let t0 = std::time::Instant::now();
+    let page = b
+        .send(Nav::get(&format!("{}{path}", traefik.url())))
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(
+        page.status,
+        200,
+        "login failed: {}\n{}",
+        page.text(),
+        traefik.log_text()
+    );
+    let cookie = b
+        .jar()
+        .with_prefix("_oidc_guard_")
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (cookie, took)
+}
+
 fn h(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 
-fn memory_group(backend: &Backend) -> Group {
+fn memory_group(backend: &Backend, idp: &Idp, port: u16, logins: &mut Vec<Duration>) -> Group {
     let key = SigningKey::es256("bench");
-    let t = TraefikConfig::default()
+    let mut cfg = TraefikConfig::default()
         .middleware("guard", memory_config(&key))
+        .middleware("sso", login_config(idp))
         .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
         .route("guarded", "PathPrefix(`/g`)", &["guard"], &backend.url())
-        .start();
+        .route("sso", "PathPrefix(`/`)", &["sso"], &backend.url())
+        .priority(1);
+    cfg.port = Some(port);
+    let t = cfg.start();
     t.wait_route("/nomw/ready");
     t.wait_route("/g/public/ready");
     let token = bearer_token(&key, "bench-1");
+    let mut cookie = String::new();
+    for _ in 0..5 {
+        let (c, took) = login(&t, "/s/x");
+        logins.push(took);
+        cookie = c;
+    }
     Group {
         title: "memory mode, default GOMAXPROCS".into(),
         traefik: t,
@@ -127,25 +180,66 @@ fn memory_group(backend: &Backend) -> Group {
                 headers: vec![h("Authorization", &format!("Bearer {token}"))],
                 expect: 200,
             },
+            Scenario {
+                name: "session",
+                what: "plugin, valid session cookie (browser login, cookie storage)",
+                path: "/s/x".into(),
+                headers: vec![h("Cookie", &cookie)],
+                expect: 200,
+            },
         ],
     }
 }
 
-fn hybrid_group(backend: &Backend, redis: &RedisServer) -> Group {
+fn redis_group(
+    backend: &Backend,
+    redis: &RedisServer,
+    idp: &Idp,
+    port: u16,
+    threads: u32,
+) -> Group {
     let key = SigningKey::es256("bench");
-    let mut cfg = memory_config(&key);
-    cfg["redis"] = json!({"address": format!("127.0.0.1:{}", redis.port), "cacheMode": "hybrid"});
-    let t = TraefikConfig::default()
-        .middleware("guard", cfg)
+    let redis_cfg =
+        |mode: &str| json!({"address": format!("127.0.0.1:{}", redis.port), "cacheMode": mode});
+    let mut hybrid = memory_config(&key);
+    hybrid["redis"] = redis_cfg("hybrid");
+    let mut onetime = memory_config(&key);
+    onetime["redis"] = redis_cfg("hybrid");
+    onetime["bearer"]["oneTimeTokens"] = json!(true);
+    let mut sso_hybrid = login_config(idp);
+    sso_hybrid["redis"] = redis_cfg("hybrid");
+    let mut sso_redis = login_config(idp);
+    sso_redis["redis"] = redis_cfg("redis");
+    sso_redis["callbackURL"] = json!("/r/oauth2/callback");
+    sso_redis["cookiePrefix"] = json!("_oidc_guard_r_");
+    let mut cfg = TraefikConfig::default()
+        .middleware("guard", hybrid)
+        .middleware("onetime", onetime)
+        .middleware("sso", sso_hybrid)
+        .middleware("sso-redis", sso_redis)
         .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
         .route("guarded", "PathPrefix(`/g`)", &["guard"], &backend.url())
-        .gomaxprocs(1)
-        .start();
+        .route("onetime", "PathPrefix(`/o`)", &["onetime"], &backend.url())
+        .route(
+            "sso-redis",
+            "PathPrefix(`/r`)",
+            &["sso-redis"],
+            &backend.url(),
+        )
+        .route("sso", "PathPrefix(`/`)", &["sso"], &backend.url())
+        .priority(1)
+        .gomaxprocs(1);
+    cfg.port = Some(port);
+    let t = cfg.start();
     t.wait_route("/nomw/ready");
     t.wait_route("/g/public/ready");
     let token = bearer_token(&key, "bench-2");
+    let (cookie, _) = login(&t, "/s/x");
+    let (redis_cookie, _) = login(&t, "/r/x");
+    // One-time tokens: a fresh token per request, handed out by a wrk script.
+    let script = write_onetime_script(&key, ONETIME_PER_RUN * 4, threads);
     Group {
-        title: "hybrid mode (Redis), GOMAXPROCS=1".into(),
+        title: "Redis on 127.0.0.1, GOMAXPROCS=1".into(),
         traefik: t,
         scenarios: vec![
             Scenario {
@@ -157,13 +251,74 @@ fn hybrid_group(backend: &Backend, redis: &RedisServer) -> Group {
             },
             Scenario {
                 name: "hybrid-bearer",
-                what: "plugin, cached valid bearer token, hybrid store",
+                what: "hybrid, cached valid bearer token",
                 path: "/g/x".into(),
                 headers: vec![h("Authorization", &format!("Bearer {token}"))],
                 expect: 200,
             },
+            Scenario {
+                name: "hybrid-session",
+                what: "hybrid, valid session cookie (revocation read from L1, L2 every 5 s)",
+                path: "/s/x".into(),
+                headers: vec![h("Cookie", &cookie)],
+                expect: 200,
+            },
+            Scenario {
+                name: "redis-session",
+                what: "redis mode, valid session cookie (one Redis round trip per request)",
+                path: "/r/x".into(),
+                headers: vec![h("Cookie", &redis_cookie)],
+                expect: 200,
+            },
+            Scenario {
+                name: "onetime",
+                what: "hybrid, one-time ES256 token (signature check + one Redis round trip each)",
+                path: "/o/x".into(),
+                headers: vec![h("X-Wrk-Script", &script)],
+                expect: 200,
+            },
         ],
     }
+}
+
+/// Tokens reserved for one wrk run of the one-time scenario (each run starts at its own offset,
+/// `ONETIME_OFFSET`, so no run replays another's tokens).
+const ONETIME_PER_RUN: usize = 40_000;
+
+/// A wrk Lua script that sends each one-time token once: thread `i` of `threads` takes every
+/// `threads`-th token from `ONETIME_OFFSET` on (a token seen twice shows as non-2xx).
+fn write_onetime_script(key: &SigningKey, n: usize, threads: u32) -> String {
+    let dir = oidc_guard_testhost::util::scratch_dir("bench-onetime");
+    let tokens: Vec<String> = (0..n)
+        .map(|i| bearer_token(key, &format!("ot-{}-{i}", now())))
+        .collect();
+    std::fs::write(dir.join("tokens.txt"), tokens.join("\n")).unwrap();
+    let lua = format!(
+        r#"local tokens = {{}}
+for line in io.lines("{}") do tokens[#tokens + 1] = line end
+local counter = 0
+local threads = 0
+local base = tonumber(os.getenv("ONETIME_OFFSET") or "0")
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  me = id
+  step = {threads}
+end
+function request()
+  local t = tokens[(base + counter * step + me) % #tokens + 1]
+  counter = counter + 1
+  return wrk.format("GET", nil, {{["Authorization"] = "Bearer " .. t}})
+end
+"#,
+        dir.join("tokens.txt").display(),
+        threads = threads
+    );
+    let path = dir.join("onetime.lua");
+    std::fs::write(&path, lua).unwrap();
+    path.display().to_string()
 }
 
 /// User + system CPU time of a process so far, in microseconds (`/proc/<pid>/stat`).
@@ -180,6 +335,9 @@ fn cpu_us(pid: u32) -> u64 {
 }
 
 fn check(group: &Group, s: &Scenario) {
+    if s.headers.iter().any(|(k, _)| k == "X-Wrk-Script") {
+        return;
+    }
     let url = format!("{}{}", group.traefik.url(), s.path);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -203,7 +361,31 @@ fn main() {
     let a = args();
     let backend = Backend::start();
     let redis = RedisServer::start(Flavor::Redis, &ServerConfig::default());
-    let mut groups = vec![memory_group(&backend), hybrid_group(&backend, &redis)];
+    let (p1, p2) = (free_port(), free_port());
+    let client = |p: u16| {
+        Client::new(
+            "bench",
+            "bench-secret",
+            &format!("http://127.0.0.1:{p}/oauth2/callback"),
+        )
+        .redirect_uri(&format!("http://127.0.0.1:{p}/r/oauth2/callback"))
+    };
+    let idp = Idp::start(
+        IdpOptions::default()
+            .client(
+                client(p1)
+                    .redirect_uri(&format!("http://127.0.0.1:{p2}/oauth2/callback"))
+                    .redirect_uri(&format!("http://127.0.0.1:{p2}/r/oauth2/callback")),
+            )
+            .access_token_ttl(3600)
+            .id_token_ttl(3600),
+    )
+    .unwrap();
+    let mut logins = Vec::new();
+    let mut groups = vec![
+        memory_group(&backend, &idp, p1, &mut logins),
+        redis_group(&backend, &redis, &idp, p2, a.threads),
+    ];
     for g in &mut groups {
         if let Some(only) = &a.only {
             g.scenarios
@@ -230,7 +412,20 @@ fn main() {
             for s in order {
                 let url = format!("{}{}", g.traefik.url(), s.path);
                 let before = cpu_us(g.traefik.pid());
-                let r = wrk::run(&url, a.threads, a.conns, a.secs, &s.headers);
+                let r = match s.headers.iter().find(|(k, _)| k == "X-Wrk-Script") {
+                    Some((_, script)) => {
+                        let offset = (rep * ONETIME_PER_RUN).to_string();
+                        wrk::run_script(
+                            &url,
+                            a.threads,
+                            a.conns,
+                            a.secs,
+                            script,
+                            &[("ONETIME_OFFSET", &offset)],
+                        )
+                    }
+                    None => wrk::run(&url, a.threads, a.conns, a.secs, &s.headers),
+                };
                 let cpu = (cpu_us(g.traefik.pid()) - before) as f64 / r.requests.max(1) as f64;
                 eprintln!(
                     "  rep {rep} {:<14} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  Traefik CPU {:.0} us/req  non-2xx {}",
@@ -277,4 +472,10 @@ fn main() {
         }
         println!();
     }
+    let ms: Vec<f64> = logins.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    println!(
+        "Login round trip through Traefik (protected page → provider → callback → page), memory mode, {} logins: median {:.1} ms",
+        ms.len(),
+        median(&ms)
+    );
 }
