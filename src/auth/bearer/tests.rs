@@ -967,3 +967,131 @@ fn dpop_replay_checks_refuse_while_the_store_is_down() {
     assert!(!a.handle(&ex));
     assert_eq!(ex.status(), Some(503));
 }
+
+// -------------------------------------------------------------------------------------------
+// Hot-path cost
+
+/// Native cost of the hot paths through the whole pipeline (a fake exchange: no host calls).
+/// `cargo test --release --lib auth::bearer::tests::hot_path_cost -- --ignored --nocapture`
+/// (`make bench` runs it).
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn hot_path_cost() {
+    let w = World::new(json!({"excludedURLs": ["/public"], "store": {"mode": "memory"}}));
+    let mut p = w.replica();
+    let t = format!("Bearer {}", w.token(&w.claims()));
+    let n = 20_000u32;
+    for (what, path, auth) in [
+        ("excluded", "/public/x", ""),
+        ("cached bearer", "/api/x", t.as_str()),
+        ("no credential", "/api/x", ""),
+    ] {
+        let mk = || {
+            let ex = FakeExchange::get(path).with("Host", "api.test");
+            if auth.is_empty() {
+                ex.with("Accept", "application/json")
+            } else {
+                ex.with("Authorization", auth)
+            }
+        };
+        for _ in 0..100 {
+            p.handle(&mk());
+        }
+        let exs: Vec<FakeExchange> = (0..n).map(|_| mk()).collect();
+        let t0 = std::time::Instant::now();
+        for ex in &exs {
+            p.handle(ex);
+        }
+        println!(
+            "{what:<16} {:>8.2} µs/request",
+            t0.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        );
+    }
+}
+
+/// Host calls per request on the hot paths (each is a host-function transition in Traefik's
+/// wazero): bounded, so a change that adds calls is noticed.
+#[test]
+fn hot_paths_make_few_host_calls() {
+    use crate::http::{Exchange, LogLevel};
+    struct Counting<'a>(&'a FakeExchange, RefCell<Vec<String>>);
+    impl Counting<'_> {
+        fn note(&self, what: &str) {
+            self.1.borrow_mut().push(what.to_string());
+        }
+    }
+    impl Exchange for Counting<'_> {
+        fn method(&self) -> String {
+            self.note("method");
+            self.0.method()
+        }
+        fn uri(&self) -> String {
+            self.note("uri");
+            self.0.uri()
+        }
+        fn header_values(&self, name: &str) -> Vec<String> {
+            self.note(&format!("header_values {name}"));
+            self.0.header_values(name)
+        }
+        fn header_names(&self) -> Vec<String> {
+            self.note("header_names");
+            self.0.header_names()
+        }
+        fn source_addr(&self) -> String {
+            self.note("source_addr");
+            self.0.source_addr()
+        }
+        fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
+            self.note("read_body");
+            self.0.read_body(limit)
+        }
+        fn set_header(&self, name: &str, value: &str) {
+            self.note(&format!("set_header {name}"));
+            self.0.set_header(name, value);
+        }
+        fn remove_header(&self, name: &str) {
+            self.note(&format!("remove_header {name}"));
+            self.0.remove_header(name);
+        }
+        fn add_response_header(&self, name: &str, value: &str) {
+            self.note(&format!("add_response_header {name}"));
+            self.0.add_response_header(name, value);
+        }
+        fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+            self.note("send");
+            self.0.send(status, headers, body);
+        }
+        fn log(&self, level: LogLevel, message: &str) {
+            self.note("log");
+            self.0.log(level, message);
+        }
+    }
+    let w = World::new(json!({"excludedURLs": ["/public"], "store": {"mode": "memory"}}));
+    let mut p = w.replica();
+    let t = format!("Bearer {}", w.token(&w.claims()));
+    assert!(p.handle(&get("/api/x", &t)));
+    // Listing the header names once makes absent headers free to strip or look up.
+    for (what, ex, expected) in [
+        (
+            "excluded",
+            FakeExchange::get("/public/x").with("Host", "api.test"),
+            vec!["header_names", "uri", "method"],
+        ),
+        (
+            "cached bearer",
+            get("/api/x", &t),
+            vec![
+                "header_names",
+                "uri",
+                "method",
+                "header_values authorization",
+                "set_header X-Forwarded-User",
+                "set_header X-Email",
+            ],
+        ),
+    ] {
+        let c = Counting(&ex, RefCell::new(Vec::new()));
+        assert!(p.handle(&c), "{what}");
+        assert_eq!(c.1.into_inner(), expected, "{what}");
+    }
+}

@@ -15,7 +15,8 @@ use oidc_guard_testhost::idp::{Client, Idp, IdpOptions};
 use oidc_guard_testhost::servers::{Flavor, RedisServer, ServerConfig};
 use oidc_guard_testhost::tokens::{now, SigningKey};
 use oidc_guard_testhost::traefik::{Traefik, TraefikConfig};
-use oidc_guard_testhost::util::free_port;
+use oidc_guard_testhost::util::{free_port, scratch_dir, workspace_root};
+use oidc_guard_testhost::wasm::guests::test_guest;
 use oidc_guard_testhost::wrk::{self, median, WrkRun};
 use serde_json::{json, Value};
 
@@ -110,8 +111,13 @@ fn login(traefik: &Traefik, path: &str) -> (String, Duration) {
     assert_eq!(
         page.status,
         200,
-        "login failed: {}\n{}",
+        "login failed at {}: {}\nhops: {:?}\n{}",
+        page.url,
         page.text(),
+        page.hops
+            .iter()
+            .map(|h| (h.url.clone(), h.status))
+            .collect::<Vec<_>>(),
         traefik.log_text()
     );
     let cookie = b
@@ -128,13 +134,55 @@ fn h(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 
+/// A Traefik loading the near-empty reference guest (`tests/host/guests/src/bin/reference.rs`)
+/// instead of the plugin: its ratio is the ceiling of any http-wasm middleware on this machine.
+fn reference_group(backend: &Backend) -> Group {
+    let wasm = test_guest("reference").unwrap();
+    let dir = scratch_dir("bench-reference");
+    std::fs::copy(
+        workspace_root().join("dist/oidc-guard/.traefik.yml"),
+        dir.join(".traefik.yml"),
+    )
+    .unwrap();
+    std::fs::copy(wasm, dir.join("plugin.wasm")).unwrap();
+    let mut cfg = TraefikConfig::default()
+        .middleware("reference", json!({}))
+        .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
+        .route("ref", "PathPrefix(`/ref/`)", &["reference"], &backend.url());
+    cfg.plugin_dir = Some(dir);
+    let t = cfg.start();
+    t.wait_route("/nomw/ready");
+    t.wait_route("/ref/ready");
+    Group {
+        title: "reference: a near-empty http-wasm guest, default GOMAXPROCS".into(),
+        traefik: t,
+        scenarios: vec![
+            Scenario {
+                name: "baseline-ref",
+                what: "no middleware",
+                path: "/nomw/x".into(),
+                headers: vec![],
+                expect: 200,
+            },
+            Scenario {
+                name: "reference",
+                what:
+                    "near-empty guest: list header names, remove one, read Authorization, set one",
+                path: "/ref/x".into(),
+                headers: vec![h("Authorization", "Bearer x")],
+                expect: 200,
+            },
+        ],
+    }
+}
+
 fn memory_group(backend: &Backend, idp: &Idp, port: u16, logins: &mut Vec<Duration>) -> Group {
     let key = SigningKey::es256("bench");
     let mut cfg = TraefikConfig::default()
         .middleware("guard", memory_config(&key))
         .middleware("sso", login_config(idp))
         .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
-        .route("guarded", "PathPrefix(`/g`)", &["guard"], &backend.url())
+        .route("guarded", "PathPrefix(`/g/`)", &["guard"], &backend.url())
         .route("sso", "PathPrefix(`/`)", &["sso"], &backend.url())
         .priority(1);
     cfg.port = Some(port);
@@ -218,11 +266,11 @@ fn redis_group(
         .middleware("sso", sso_hybrid)
         .middleware("sso-redis", sso_redis)
         .route("nomw", "PathPrefix(`/nomw`)", &[], &backend.url())
-        .route("guarded", "PathPrefix(`/g`)", &["guard"], &backend.url())
-        .route("onetime", "PathPrefix(`/o`)", &["onetime"], &backend.url())
+        .route("guarded", "PathPrefix(`/g/`)", &["guard"], &backend.url())
+        .route("onetime", "PathPrefix(`/o/`)", &["onetime"], &backend.url())
         .route(
             "sso-redis",
-            "PathPrefix(`/r`)",
+            "PathPrefix(`/r/`)",
             &["sso-redis"],
             &backend.url(),
         )
@@ -383,6 +431,7 @@ fn main() {
     .unwrap();
     let mut logins = Vec::new();
     let mut groups = vec![
+        reference_group(&backend),
         memory_group(&backend, &idp, p1, &mut logins),
         redis_group(&backend, &redis, &idp, p2, a.threads),
     ];
