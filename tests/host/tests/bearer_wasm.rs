@@ -233,6 +233,59 @@ fn keys_from_discovery_rotation_and_a_provider_that_is_down() {
     assert_eq!(ex.status, 503, "{}", ex.text());
 }
 
+/// DESIGN budget: ≤ 8 MiB of linear memory per instance with the default bounds. One instance
+/// is driven until every per-instance cache is past its bound — the verified-token cache
+/// (1024 entries), the refused-token cache (4096), the L1 (4096 entries / 2 MiB, here holding
+/// one-time-token markers) — with 1.6 KB tokens, and its memory is read after every request.
+#[test]
+fn an_instance_stays_within_8_mib_with_every_cache_full() {
+    const BUDGET: usize = 8 * 1024 * 1024;
+    let key = Key::ed25519("ed");
+    let mw = traefik_guard(config(
+        &[&key],
+        json!({"bearer": {"enabled": true, "audience": AUD, "oneTimeTokens": true},
+               "replay": {"insecureAllowPerInstance": true}}),
+    ));
+    let groups: Vec<String> = (0..60).map(|i| format!("group-number-{i:04}")).collect();
+    let big = |sub: &str, iss: &str| {
+        let mut c = claims(sub, 600);
+        c["iss"] = json!(iss);
+        c["groups"] = json!(groups);
+        c
+    };
+    let mut peak = 0usize;
+    let mut instances = std::collections::HashSet::new();
+    let mut drive = |token: String, expect: u16| {
+        let ex = call(&mw, &token);
+        assert!(ex.trap.is_none(), "trap {:?}", ex.trap);
+        assert_eq!(ex.status, expect, "{}", ex.text());
+        peak = peak.max(ex.memory_bytes);
+        instances.insert(ex.instance);
+    };
+    let first = key.access_token(&big("alice", ISS));
+    assert!(first.len() > 1500, "{} B token", first.len());
+    // Valid one-time tokens: a verified-cache entry and an L1 marker each.
+    for i in 0..4500 {
+        drive(key.access_token(&big(&format!("user-{i}"), ISS)), 200);
+    }
+    // Validly signed tokens from another issuer: a refused-cache entry each.
+    for i in 0..4500 {
+        drive(
+            key.access_token(&big(&format!("mallory-{i}"), "https://evil.example.com")),
+            401,
+        );
+    }
+    // Replay detection still works with every cache full.
+    drive(first.clone(), 200);
+    drive(first, 401);
+    println!(
+        "peak linear memory of {} instance(s): {peak} bytes ({:.2} MiB)",
+        instances.len(),
+        peak as f64 / 1048576.0
+    );
+    assert!(peak <= BUDGET, "{peak} bytes > 8 MiB");
+}
+
 /// Median of a list of durations, in microseconds.
 fn median_us(mut v: Vec<Duration>) -> f64 {
     v.sort();
