@@ -13,12 +13,26 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
-/// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+/// A free TCP port on 127.0.0.1 for a server started later (Traefik, redis-server, …).
+///
+/// Taken from 10000–20999, below the kernel's ephemeral range (32768+ by default) and below the
+/// cluster launcher's range (21000+), so the client side of some other connection cannot grab
+/// it between this check and the server's bind (that race made CI fail with "address already
+/// in use"); a per-process counter, seeded by the pid, never hands out the same port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 11_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port =
+            u16::try_from(BASE + seed.wrapping_add(n.wrapping_mul(13)) % SPAN).expect("< 21000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN)
 }
 
 /// A fresh scratch directory under `target/test-tmp/`, removed by the caller's `Drop` if wanted.

@@ -22,22 +22,15 @@ pub struct WrkRun {
 
 /// Runs `wrk -t threads -c conns -d secs --latency` against `url` with extra headers.
 pub fn run(url: &str, threads: u32, conns: u32, secs: u32, headers: &[(String, String)]) -> WrkRun {
-    let mut cmd = Command::new("wrk");
-    cmd.arg(format!("-t{threads}"))
-        .arg(format!("-c{conns}"))
-        .arg(format!("-d{secs}s"))
-        .arg("--latency");
+    let mut cmd = command(threads, conns, secs);
     for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
-    cmd.arg(url);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("wrk: {e} (run `make test-deps`)"));
-    parse(&String::from_utf8_lossy(&out.stdout))
+    output(cmd.arg(url))
 }
 
-/// Runs wrk with a Lua script (e.g. one that varies a header per request).
+/// Runs wrk with a Lua script (e.g. one that varies a header per request) and environment
+/// variables the script reads.
 pub fn run_script(
     url: &str,
     threads: u32,
@@ -46,15 +39,22 @@ pub fn run_script(
     script: &str,
     envs: &[(&str, &str)],
 ) -> WrkRun {
-    let out = Command::new("wrk")
-        .envs(envs.iter().copied())
-        .arg(format!("-t{threads}"))
+    let mut cmd = command(threads, conns, secs);
+    cmd.envs(envs.iter().copied()).arg("-s").arg(script);
+    output(cmd.arg(url))
+}
+
+fn command(threads: u32, conns: u32, secs: u32) -> Command {
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-t{threads}"))
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
-        .arg("--latency")
-        .arg("-s")
-        .arg(script)
-        .arg(url)
+        .arg("--latency");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> WrkRun {
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("wrk: {e} (run `make test-deps`)"));
     parse(&String::from_utf8_lossy(&out.stdout))
