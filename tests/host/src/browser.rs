@@ -339,6 +339,15 @@ impl CookieJar {
             .collect()
     }
 
+    /// A `Cookie` header value of the live cookies whose name starts with `prefix`.
+    pub fn header_with_prefix(&self, prefix: &str) -> String {
+        self.with_prefix(prefix)
+            .iter()
+            .map(|c| format!("{}={}", c.name, c.value))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Sets a cookie's value by hand (a host-only session cookie with `Path=/` for `url`'s host,
     /// replacing any cookie with that name, domain and path), e.g. to tamper with a session.
     ///

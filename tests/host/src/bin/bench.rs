@@ -120,13 +120,7 @@ fn login(traefik: &Traefik, path: &str) -> (String, Duration) {
             .collect::<Vec<_>>(),
         traefik.log_text()
     );
-    let cookie = b
-        .jar()
-        .with_prefix("_oidc_guard_")
-        .iter()
-        .map(|c| format!("{}={}", c.name, c.value))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let cookie = b.jar().header_with_prefix("_oidc_guard_");
     (cookie, took)
 }
 

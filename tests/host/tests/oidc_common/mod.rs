@@ -102,12 +102,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// `Cookie` header value of every cookie of the browser's jar named with `prefix`.
 pub fn cookie_header(b: &oidc_guard_testhost::browser::Browser, prefix: &str) -> String {
-    b.jar()
-        .with_prefix(prefix)
-        .iter()
-        .map(|c| format!("{}={}", c.name, c.value))
-        .collect::<Vec<_>>()
-        .join("; ")
+    b.jar().header_with_prefix(prefix)
 }
 
 /// Median of durations in µs.
