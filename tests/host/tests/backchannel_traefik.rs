@@ -159,7 +159,10 @@ fn provider_logout_ends_the_session_on_both_replicas_and_a_replayed_token_is_ref
     let (a, b) = {
         let ha = std::thread::spawn(move || ca.start());
         let hb = std::thread::spawn(move || cb.start());
-        (ha.join().unwrap(), hb.join().unwrap())
+        // Both joined before either is unwrapped: a replica that started is then dropped (and
+        // killed) when the other failed, instead of outliving the test process.
+        let (ra, rb) = (ha.join(), hb.join());
+        (ra.unwrap(), rb.unwrap())
     };
     for t in [&a, &b] {
         t.wait_route("/ready");

@@ -123,7 +123,10 @@ fn two_traefik_replicas_share_replay_detection_through_redis() {
         );
         let ha = std::thread::spawn(move || ca.start());
         let hb = std::thread::spawn(move || cb.start());
-        (ha.join().unwrap(), hb.join().unwrap())
+        // Both joined before either is unwrapped: a replica that started is then dropped (and
+        // killed) when the other failed, instead of outliving the test process.
+        let (ra, rb) = (ha.join(), hb.join());
+        (ra.unwrap(), rb.unwrap())
     };
     for t in [&a, &b] {
         assert_eq!(t.wait_route("/api/ready"), 401);
