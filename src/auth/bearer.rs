@@ -22,12 +22,15 @@
 //!
 //! # Caches (per guest instance; never shared, so they only save work and never decide alone)
 //!
-//! - Verified tokens, keyed by SHA-256 of the whole token string, until `exp` (plus the clock
-//!   skew the validation allows) and at most [`VERIFIED_MAX_AGE_MS`], bounded by
-//!   [`VERIFIED_MAX_ENTRIES`] entries and [`VERIFIED_MAX_BYTES`] bytes of token. Keying on the
-//!   token string is sound for a cache even though ECDSA signatures are malleable: each variant
-//!   is verified once on its own. Single-use checks key on `jti`, never on this hash.
-//! - Refused tokens, same key, for [`REFUSED_TTL_MS`] ([`REFUSED_SHORT_TTL_MS`] for a token that
+//! - Verified tokens, keyed by the whole token string itself (a hit is an exact byte match; no
+//!   hash is computed on the hot path — a SHA-256 of a token costs ≈ 5 µs under Traefik's
+//!   wazero), until `exp` (plus the clock skew the validation allows) and at most
+//!   [`VERIFIED_MAX_AGE_MS`], bounded by [`VERIFIED_MAX_ENTRIES`] entries and
+//!   [`VERIFIED_MAX_BYTES`] bytes. Keying on the token string is sound for a cache even though
+//!   ECDSA signatures are malleable: each variant is verified once on its own. Single-use checks
+//!   key on `jti`, never on the token.
+//! - Refused tokens, keyed by SHA-256 of the token (computed only on a verified-cache miss), for
+//!   [`REFUSED_TTL_MS`] ([`REFUSED_SHORT_TTL_MS`] for a token that
 //!   is not valid *yet*), bounded by [`REFUSED_MAX_ENTRIES`]: a client or attacker repeating a
 //!   refused token costs one signature check per instance per 30 s, not one per request. Tokens
 //!   refused for an unknown `kid` are not remembered: the provider may just have rotated its
@@ -43,7 +46,9 @@
 //! provider unreachable: 503 (502 when it answered garbage); the replay store unreachable for a
 //! single-use check: 503 — never 401, since the token may well be valid.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -62,9 +67,10 @@ use crate::store::{Class, Namespace, SetOutcome};
 pub const VERIFIED_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 /// Entry bound of the verified-token cache.
 pub const VERIFIED_MAX_ENTRIES: usize = 1024;
-/// Byte bound of the verified-token cache (token lengths plus a fixed overhead per entry; the
-/// decoded claims are smaller than the token that carried them).
-pub const VERIFIED_MAX_BYTES: usize = 1024 * 1024;
+/// Byte bound of the verified-token cache: per entry twice the token's length (the token as key,
+/// and the decoded claims, which are smaller than the token that carried them) plus a fixed
+/// overhead.
+pub const VERIFIED_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// How long a refused token is refused without a new verification.
 pub const REFUSED_TTL_MS: u64 = 30_000;
 /// The same for a token refused as not valid yet (`nbf`/`iat` ahead of our clock), which may
@@ -99,14 +105,15 @@ enum Binding {
     Other,
 }
 
-/// A small map from a SHA-256 to a value with an expiry, bounded by entries and bytes.
+/// A small map from a key (a token, or its SHA-256) to a value with an expiry, bounded by entries
+/// and bytes.
 ///
 /// When full, expired entries are swept first, then the entry that expires soonest is evicted.
 /// Inserts into a full map cost a linear scan; that only happens on a cache miss, which costs a
 /// signature verification (hundreds of microseconds at least) anyway.
 #[derive(Debug)]
-struct TtlMap<V> {
-    map: HashMap<[u8; 32], Slot<V>>,
+struct TtlMap<K, V> {
+    map: HashMap<K, Slot<V>>,
     max_entries: usize,
     max_bytes: usize,
     bytes: usize,
@@ -119,7 +126,7 @@ struct Slot<V> {
     bytes: usize,
 }
 
-impl<V: Clone> TtlMap<V> {
+impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         TtlMap {
             map: HashMap::new(),
@@ -130,7 +137,10 @@ impl<V: Clone> TtlMap<V> {
     }
 
     /// The live value under `k`; an expired one is removed and never returned.
-    fn get(&mut self, k: &[u8; 32], now_ms: u64) -> Option<V> {
+    fn get<Q: Hash + Eq + ?Sized>(&mut self, k: &Q, now_ms: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         match self.map.get(k) {
             Some(s) if s.until_ms > now_ms => Some(s.value.clone()),
             Some(_) => {
@@ -141,14 +151,17 @@ impl<V: Clone> TtlMap<V> {
         }
     }
 
-    fn remove(&mut self, k: &[u8; 32]) {
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(s) = self.map.remove(k) {
             self.bytes = self.bytes.saturating_sub(s.bytes);
         }
     }
 
     /// Stores `value` until `until_ms`; `false` when it cannot fit at all.
-    fn insert(&mut self, k: [u8; 32], value: V, until_ms: u64, bytes: usize, now_ms: u64) -> bool {
+    fn insert(&mut self, k: K, value: V, until_ms: u64, bytes: usize, now_ms: u64) -> bool {
         let bytes = bytes.saturating_add(ENTRY_OVERHEAD);
         if until_ms <= now_ms || self.max_entries == 0 || bytes > self.max_bytes {
             return false;
@@ -171,7 +184,7 @@ impl<V: Clone> TtlMap<V> {
                 .map
                 .iter()
                 .min_by_key(|(_, s)| s.until_ms)
-                .map(|(k, _)| *k);
+                .map(|(k, _)| k.clone());
             match victim {
                 Some(v) => self.remove(&v),
                 None => break,
@@ -198,8 +211,8 @@ impl<V: Clone> TtlMap<V> {
 /// built from the configuration.
 #[derive(Debug)]
 pub struct BearerState {
-    verified: TtlMap<Rc<Verdict>>,
-    refused: TtlMap<()>,
+    verified: TtlMap<Box<str>, Rc<Verdict>>,
+    refused: TtlMap<[u8; 32], ()>,
     /// The access token validation for the issuer it was built for (the issuer may come from
     /// discovery, so it is built on first use and rebuilt if the issuer changes).
     validation: Option<(String, Rc<AccessTokenValidation>)>,
@@ -445,8 +458,7 @@ fn authenticate_token(
     scheme: Scheme,
     token: &str,
 ) -> Result<Rc<Principal>, Refusal> {
-    let key = sha256(token.as_bytes());
-    let verdict = verdict(g, b, token, &key)?;
+    let verdict = verdict(g, b, token)?;
     // RFC 9449 §7.1/§7.2 and §6.1: the binding decides which scheme and proof are needed.
     match (scheme, &verdict.binding) {
         (_, Binding::Other) => {
@@ -478,18 +490,19 @@ fn authenticate_token(
         (Scheme::Bearer, Binding::None) => {}
     }
     if b.one_time_tokens {
-        consume_one_time(g, &key, &verdict)?;
+        consume_one_time(g, token, &verdict)?;
     }
     Ok(Rc::clone(&verdict.principal))
 }
 
 /// The verdict on the token: from the cache, or verified now (and cached either way).
-fn verdict(g: &mut Guard, b: &Bearer, token: &str, key: &[u8; 32]) -> Result<Rc<Verdict>, Refusal> {
+fn verdict(g: &mut Guard, b: &Bearer, token: &str) -> Result<Rc<Verdict>, Refusal> {
     let now_ms = g.clock.now_ms();
-    if let Some(v) = g.bearer.verified.get(key, now_ms) {
+    if let Some(v) = g.bearer.verified.get(token, now_ms) {
         g.bearer.counters.cache_hits += 1;
         return Ok(v);
     }
+    let key = &sha256(token.as_bytes());
     if g.bearer.refused.get(key, now_ms).is_some() {
         g.bearer.counters.refused_cached += 1;
         return Err(Refusal::Token(
@@ -535,9 +548,13 @@ fn verdict(g: &mut Guard, b: &Bearer, token: &str, key: &[u8; 32]) -> Result<Rc<
         .saturating_add(DEFAULT_CLOCK_SKEW_SECS)
         .saturating_mul(1000);
     let until = exp_ms.min(now_ms.saturating_add(VERIFIED_MAX_AGE_MS));
-    g.bearer
-        .verified
-        .insert(*key, Rc::clone(&verdict), until, token.len(), now_ms);
+    g.bearer.verified.insert(
+        Box::from(token),
+        Rc::clone(&verdict),
+        until,
+        token.len().saturating_mul(2),
+        now_ms,
+    );
     Ok(verdict)
 }
 
@@ -577,7 +594,7 @@ impl Verdict {
 /// Records a one-time token's `jti` in the shared store: the first use anywhere wins, every other
 /// use is refused (DESIGN "Replay"). Runs on every request, the verified-token cache
 /// notwithstanding.
-fn consume_one_time(g: &mut Guard, key: &[u8; 32], v: &Verdict) -> Result<(), Refusal> {
+fn consume_one_time(g: &mut Guard, token: &str, v: &Verdict) -> Result<(), Refusal> {
     let Some(jti) = v.jti.as_deref() else {
         return Err(Refusal::Token(
             "bearer.oneTimeTokens is on and the token has no jti".to_string(),
@@ -598,8 +615,8 @@ fn consume_one_time(g: &mut Guard, key: &[u8; 32], v: &Verdict) -> Result<(), Re
     {
         Ok(SetOutcome::Won) => Ok(()),
         Ok(SetOutcome::AlreadyUsed) => {
-            g.bearer.verified.remove(key);
-            remember_refusal(g, key, REFUSED_TTL_MS, now_ms);
+            g.bearer.verified.remove(token);
+            remember_refusal(g, &sha256(token.as_bytes()), REFUSED_TTL_MS, now_ms);
             Err(Refusal::Token(format!(
                 "one-time token already used (jti #{})",
                 sha256_hex(jti.as_bytes(), 6)

@@ -503,7 +503,7 @@ fn cached_tokens_expire_with_the_token() {
 
 #[test]
 fn the_cache_is_bounded() {
-    let mut m = super::TtlMap::<u32>::new(4, 1000);
+    let mut m = super::TtlMap::<[u8; 32], u32>::new(4, 1000);
     for i in 0..10u8 {
         assert!(m.insert([i; 32], u32::from(i), 1000 + u64::from(i), 10, 0));
         assert!(m.len() <= 4);
@@ -516,7 +516,7 @@ fn the_cache_is_bounded() {
     assert!(m.insert([51; 32], 0, 5000, 500, 0));
     assert!(m.bytes <= 1000);
     // Expired entries are never returned and are swept before live ones are evicted.
-    let mut m = super::TtlMap::<u32>::new(2, 10_000);
+    let mut m = super::TtlMap::<[u8; 32], u32>::new(2, 10_000);
     assert!(m.insert([1; 32], 1, 100, 1, 0));
     assert!(m.insert([2; 32], 2, 5000, 1, 0));
     assert_eq!(m.get(&[1; 32], 100), None);
