@@ -345,13 +345,8 @@ impl TieredStore {
                 L1Read::Miss => {}
             }
         }
-        let res = self.l2_op(ns, |l2, sealer, now| match l2.get(&full)? {
-            None => Ok(None),
-            Some(bytes) => match sealer.open(&full, &bytes, now) {
-                Ok(o) => Ok(Some(o)),
-                Err(OpenError::Expired) => Ok(None),
-                Err(OpenError::Invalid) => Err(StoreError::Integrity),
-            },
+        let res = self.l2_op(ns, |l2, sealer, now| {
+            open_reply(sealer, &full, l2.get(&full)?, now)
         });
         match res {
             Ok(found) => Ok(self.after_l2_read(&full, found, now)),
@@ -403,14 +398,7 @@ impl TieredStore {
             values
                 .into_iter()
                 .zip(&asked)
-                .map(|(v, full)| match v {
-                    None => Ok(None),
-                    Some(bytes) => match sealer.open(full, &bytes, now) {
-                        Ok(o) => Ok(Some(o)),
-                        Err(OpenError::Expired) => Ok(None),
-                        Err(OpenError::Invalid) => Err(StoreError::Integrity),
-                    },
-                })
+                .map(|(v, full)| open_reply(sealer, full, v, now))
                 .collect::<Result<Vec<_>, _>>()
         });
         match res {
@@ -810,3 +798,21 @@ fn expiry(now_ms: u64, ttl: Duration) -> u64 {
 #[cfg(test)]
 #[path = "tiered_tests.rs"]
 mod tests;
+
+/// What an L2 read answered for `full`, opened: an absent or expired value is `None`; a value
+/// sealed for another key (or tampered with) is an integrity error, never used.
+fn open_reply(
+    sealer: &Sealer,
+    full: &str,
+    reply: Option<Vec<u8>>,
+    now_ms: u64,
+) -> Result<Option<Opened>, StoreError> {
+    match reply {
+        None => Ok(None),
+        Some(bytes) => match sealer.open(full, &bytes, now_ms) {
+            Ok(o) => Ok(Some(o)),
+            Err(OpenError::Expired) => Ok(None),
+            Err(OpenError::Invalid) => Err(StoreError::Integrity),
+        },
+    }
+}
