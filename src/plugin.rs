@@ -253,23 +253,37 @@ pub struct Guard {
 pub struct Req<'a> {
     /// The host exchange.
     pub ex: &'a dyn Exchange,
-    /// Method, upper case.
-    pub method: String,
+    /// Method, upper case (read from the host on first use: the hot paths never need it).
+    method: OnceCell<String>,
     /// The request target as received (path and query).
     pub target: String,
     /// The normalised path.
     pub path: NormalPath,
     /// The query string, if any.
     pub query: Option<String>,
-    /// Request cookies.
-    pub cookies: Vec<(String, String)>,
+    /// Request cookies (parsed on first use: the bearer and excluded paths never read them).
+    cookies: OnceCell<Vec<(String, String)>>,
     /// The TCP peer's address (read from the host on first use).
     source_ip: OnceCell<Option<IpAddr>>,
     /// `Set-Cookie` values to send with the response (forwarded or not).
     pub set_cookies: Vec<String>,
+    /// Which of the guard's identity headers (`Guard::strip`, same order) this request set.
+    upstream_set: Vec<bool>,
 }
 
 impl Req<'_> {
+    /// The request method, upper case.
+    pub fn method(&self) -> &str {
+        self.method
+            .get_or_init(|| self.ex.method().to_ascii_uppercase())
+    }
+
+    /// The request's cookies, in order.
+    pub fn cookies(&self) -> &[(String, String)] {
+        self.cookies
+            .get_or_init(|| cookie::parse(&self.ex.header_values("cookie")))
+    }
+
     /// The TCP peer's address (before any proxy headers).
     pub fn source_ip(&self) -> Option<IpAddr> {
         *self
@@ -280,7 +294,7 @@ impl Req<'_> {
     /// Whether the client is a browser navigating (gets a login redirect or an HTML page)
     /// rather than an API or XHR client (gets 401 with `WWW-Authenticate`).
     pub fn is_browser_navigation(&self) -> bool {
-        if !matches!(self.method.as_str(), "GET" | "HEAD") {
+        if !matches!(self.method(), "GET" | "HEAD") {
             return false;
         }
         if self.ex.header("authorization").is_some() {
@@ -453,16 +467,19 @@ impl Guard {
 
     /// Handles one request; `true` forwards it.
     pub fn handle(&mut self, host: &dyn Exchange) -> bool {
-        // One host call lists the request's headers; absent headers then cost nothing to strip
-        // or to look up.
-        let ex = &KnownHeaders::new(host);
-        for h in &self.strip {
-            ex.remove_header(h);
-        }
+        let ex = host;
         let mut req = self.request(ex);
         let result = self.route(&mut req);
         let forward = match result {
             Step::Forward => {
+                // Identity headers a client sent never reach the backend: the ones this request's
+                // identity set were replaced (a set replaces every value), the others go now.
+                // (A request answered here is not forwarded, so nothing needs stripping.)
+                for (h, set) in self.strip.iter().zip(&req.upstream_set) {
+                    if !set {
+                        ex.remove_header(h);
+                    }
+                }
                 for c in &req.set_cookies {
                     ex.add_response_header("Set-Cookie", c);
                 }
@@ -482,14 +499,15 @@ impl Guard {
         let (_, query) = split_target(&target);
         let query = query.map(str::to_string);
         Req {
-            method: ex.method().to_ascii_uppercase(),
+            method: OnceCell::new(),
             path: normalize(&target),
             query,
-            cookies: cookie::parse(&ex.header_values("cookie")),
+            cookies: OnceCell::new(),
             source_ip: OnceCell::new(),
             target,
             ex,
             set_cookies: Vec::new(),
+            upstream_set: vec![false; self.strip.len()],
         }
     }
 
@@ -503,7 +521,7 @@ impl Guard {
         }
         // CORS preflight (opt-in): OPTIONS with Origin and Access-Control-Request-Method.
         if self.cfg.skip_auth_preflight
-            && req.method == "OPTIONS"
+            && req.method() == "OPTIONS"
             && req.ex.header("origin").is_some()
             && req.ex.header("access-control-request-method").is_some()
         {
@@ -613,9 +631,8 @@ impl Guard {
                 Via::Session => Response::forbidden(html),
             });
         }
-        let ex = req.ex;
         match &adm.user {
-            Some(u) => ex.set_header(&cfg.upstream.user_header, u),
+            Some(u) => self.set_upstream(req, &cfg.upstream.user_header, u),
             None => {
                 // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
                 self.log.push((
@@ -630,7 +647,7 @@ impl Guard {
         }
         for (h, v) in cfg.upstream.claim_headers.iter().zip(&adm.headers) {
             match v {
-                Some(HeaderValue::Set(v)) => ex.set_header(&h.header, v),
+                Some(HeaderValue::Set(v)) => self.set_upstream(req, &h.header, v),
                 // Never a truncated list (a cut group list could mean something else to the
                 // backend): the header is left out and the operator told.
                 Some(HeaderValue::TooLong) => self.log.push((
@@ -647,6 +664,16 @@ impl Guard {
             session::prepare_upstream(self, req, &identity);
         }
         Step::Forward
+    }
+
+    /// Sets an identity header for the backend and notes it, so it is not stripped afterwards.
+    fn set_upstream(&self, req: &mut Req<'_>, name: &str, value: &str) {
+        req.ex.set_header(name, value);
+        if let Some(i) = self.strip.iter().position(|s| s.eq_ignore_ascii_case(name)) {
+            if let Some(set) = req.upstream_set.get_mut(i) {
+                *set = true;
+            }
+        }
     }
 
     fn finish(&mut self, ex: &dyn Exchange) {
@@ -678,90 +705,6 @@ impl Guard {
 enum Step {
     Forward,
     Reply(Response),
-}
-
-/// The host exchange with the request's header names read once: lookups and removals of
-/// headers the request does not carry answer at once instead of calling the host.
-struct KnownHeaders<'a> {
-    host: &'a dyn Exchange,
-    /// Lower-cased names present in the request.
-    names: std::cell::RefCell<Vec<String>>,
-}
-
-impl<'a> KnownHeaders<'a> {
-    fn new(host: &'a dyn Exchange) -> Self {
-        let names = host
-            .header_names()
-            .into_iter()
-            .map(|n| n.to_ascii_lowercase())
-            .collect();
-        KnownHeaders {
-            host,
-            names: std::cell::RefCell::new(names),
-        }
-    }
-
-    fn present(&self, name: &str) -> bool {
-        self.names
-            .borrow()
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-    }
-}
-
-impl Exchange for KnownHeaders<'_> {
-    fn method(&self) -> String {
-        self.host.method()
-    }
-    fn uri(&self) -> String {
-        self.host.uri()
-    }
-    fn header_values(&self, name: &str) -> Vec<String> {
-        if self.present(name) {
-            self.host.header_values(name)
-        } else {
-            Vec::new()
-        }
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        if self.present(name) {
-            self.host.header(name)
-        } else {
-            None
-        }
-    }
-    fn header_names(&self) -> Vec<String> {
-        self.names.borrow().clone()
-    }
-    fn source_addr(&self) -> String {
-        self.host.source_addr()
-    }
-    fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
-        self.host.read_body(limit)
-    }
-    fn set_header(&self, name: &str, value: &str) {
-        self.host.set_header(name, value);
-        if !self.present(name) {
-            self.names.borrow_mut().push(name.to_ascii_lowercase());
-        }
-    }
-    fn remove_header(&self, name: &str) {
-        if self.present(name) {
-            self.host.remove_header(name);
-            self.names
-                .borrow_mut()
-                .retain(|n| !n.eq_ignore_ascii_case(name));
-        }
-    }
-    fn add_response_header(&self, name: &str, value: &str) {
-        self.host.add_response_header(name, value);
-    }
-    fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
-        self.host.send(status, headers, body);
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.host.log(level, message);
-    }
 }
 
 fn build_store(

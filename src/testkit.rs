@@ -185,13 +185,6 @@ impl Exchange for FakeExchange {
             .map(|(_, v)| v.clone())
             .collect()
     }
-    fn header_names(&self) -> Vec<String> {
-        self.headers
-            .borrow()
-            .iter()
-            .map(|(k, _)| k.to_ascii_lowercase())
-            .collect()
-    }
     fn source_addr(&self) -> String {
         self.source.clone()
     }

@@ -124,7 +124,7 @@ pub fn handle(g: &mut Guard, req: &mut Req<'_>) -> Response {
 /// [`LogoutError`] naming why.
 fn logout(g: &mut Guard, req: &Req<'_>) -> Result<String, LogoutError> {
     // §2.5: "The OP sends an HTTP POST request".
-    if req.method != "POST" {
+    if req.method() != "POST" {
         return Err(LogoutError::Method);
     }
     let ct = req.ex.header("content-type").unwrap_or_default();

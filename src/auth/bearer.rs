@@ -439,7 +439,13 @@ fn credential<'a>(values: &'a [String], b: &Bearer) -> Result<Option<(Scheme, &'
             b.max_token_size
         )));
     }
-    // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+    Ok(Some((scheme, token)))
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// Checked before a token is verified; a token found in the verified cache passed it then (the
+/// cache matches the exact bytes), so a cache hit does not walk the token again.
+fn check_b64token(token: &str) -> Result<(), Refusal> {
     let body = token.trim_end_matches('=');
     if body.is_empty()
         || !body
@@ -448,7 +454,7 @@ fn credential<'a>(values: &'a [String], b: &Bearer) -> Result<Option<(Scheme, &'
     {
         return Err(Refusal::Token("not a b64token (RFC 6750 §2.1)".to_string()));
     }
-    Ok(Some((scheme, token)))
+    Ok(())
 }
 
 fn authenticate_token(
@@ -502,6 +508,7 @@ fn verdict(g: &mut Guard, b: &Bearer, token: &str) -> Result<Rc<Verdict>, Refusa
         g.bearer.counters.cache_hits += 1;
         return Ok(v);
     }
+    check_b64token(token)?;
     let key = &sha256(token.as_bytes());
     if g.bearer.refused.get(key, now_ms).is_some() {
         g.bearer.counters.refused_cached += 1;

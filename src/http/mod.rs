@@ -28,9 +28,6 @@ pub trait Exchange {
         self.header_values(name).into_iter().next()
     }
 
-    /// The names of all request headers.
-    fn header_names(&self) -> Vec<String>;
-
     /// The client address as `ip:port` (the TCP peer, before any proxy headers).
     fn source_addr(&self) -> String;
 

@@ -1009,8 +1009,11 @@ fn hot_path_cost() {
     }
 }
 
-/// Host calls per request on the hot paths (each is a host-function transition in Traefik's
-/// wazero): bounded, so a change that adds calls is noticed.
+/// Host calls per request on the hot paths, pinned so a change that adds one is noticed. Under
+/// Traefik's wazero a call costs ≈ 0.1–0.3 µs plus ≈ 2.5 ns per byte the guest touches, so the
+/// hot paths read only what they use (no header-name list, no method) and set identity headers
+/// with one call each (a set replaces whatever the client sent; only the headers left unset are
+/// removed).
 #[test]
 fn hot_paths_make_few_host_calls() {
     use crate::http::{Exchange, LogLevel};
@@ -1032,10 +1035,6 @@ fn hot_paths_make_few_host_calls() {
         fn header_values(&self, name: &str) -> Vec<String> {
             self.note(&format!("header_values {name}"));
             self.0.header_values(name)
-        }
-        fn header_names(&self) -> Vec<String> {
-            self.note("header_names");
-            self.0.header_names()
         }
         fn source_addr(&self) -> String {
             self.note("source_addr");
@@ -1070,20 +1069,21 @@ fn hot_paths_make_few_host_calls() {
     let mut p = w.replica();
     let t = format!("Bearer {}", w.token(&w.claims()));
     assert!(p.handle(&get("/api/x", &t)));
-    // Listing the header names once makes absent headers free to strip or look up.
     for (what, ex, expected) in [
         (
             "excluded",
             FakeExchange::get("/public/x").with("Host", "api.test"),
-            vec!["header_names", "uri", "method"],
+            vec![
+                "uri",
+                "remove_header X-Forwarded-User",
+                "remove_header X-Email",
+            ],
         ),
         (
             "cached bearer",
             get("/api/x", &t),
             vec![
-                "header_names",
                 "uri",
-                "method",
                 "header_values authorization",
                 "set_header X-Forwarded-User",
                 "set_header X-Email",

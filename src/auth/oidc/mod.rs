@@ -199,7 +199,7 @@ pub fn callback(g: &mut Guard, req: &mut Req<'_>) -> Response {
     // Delete every login cookie when too many have accumulated (abandoned logins).
     let prefix = flow::flow_cookie_prefix(&b.session.cookie_prefix);
     let flows: Vec<String> = req
-        .cookies
+        .cookies()
         .iter()
         .filter(|(k, _)| k.starts_with(&prefix))
         .map(|(k, _)| k.clone())
@@ -239,11 +239,11 @@ fn complete(
     b: &Browser,
     attrs: &CookieAttrs,
 ) -> Result<String, Failure> {
-    if req.method != "GET" {
+    if req.method() != "GET" {
         return Err(fail(
             400,
             "The sign-in callback accepts GET only.",
-            format!("method {} refused", req.method),
+            format!("method {} refused", req.method()),
         ));
     }
     let query = form::parse(req.query.as_deref().unwrap_or(""));
@@ -255,7 +255,7 @@ fn complete(
     let name = state.and_then(|s| flow::flow_cookie_name(&b.session.cookie_prefix, s));
     let sealed = name
         .as_deref()
-        .and_then(|n| cookie::value(&req.cookies, n))
+        .and_then(|n| cookie::value(req.cookies(), n))
         .map(str::to_string);
     if let Some(n) = &name {
         if sealed.is_some() {

@@ -359,10 +359,10 @@ pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) 
     let ours = |k: &str| {
         chunks::is_chunk_of(k, name) || chunks::is_chunk_of(k, &hint) || k.starts_with(&flow_prefix)
     };
-    if !req.cookies.iter().any(|(k, _)| ours(k)) {
+    if !req.cookies().iter().any(|(k, _)| ours(k)) {
         return;
     }
-    match cookie::rebuild(&req.cookies, ours) {
+    match cookie::rebuild(req.cookies(), ours) {
         Some(v) => req.ex.set_header("Cookie", &v),
         None => req.ex.remove_header("Cookie"),
     }
@@ -393,7 +393,7 @@ fn refuse(g: &mut Guard, req: &mut Req<'_>, cfg: &Config, b: &Browser, r: Refusa
     };
     g.log.push((LogLevel::Debug, msg));
     let attrs = cookie_attrs(cfg, b, req);
-    let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
+    let lines = chunks::clear(&b.session.cookie_name, &attrs, req.cookies());
     req.set_cookies.extend(lines);
     Outcome::NotPresent
 }
@@ -403,8 +403,8 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
     let name = b.session.cookie_name.as_str();
     match b.session.storage {
         SessionStorage::Cookie => {
-            let Some(text) = chunks::read(&req.cookies, name) else {
-                return if cookie::value(&req.cookies, name).is_some() {
+            let Some(text) = chunks::read(req.cookies(), name) else {
+                return if cookie::value(req.cookies(), name).is_some() {
                     Err(Refusal::Invalid(
                         "a chunk of the session cookie is missing or malformed".into(),
                     ))
@@ -437,7 +437,7 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
             }))
         }
         SessionStorage::Server => {
-            let Some(text) = cookie::value(&req.cookies, name) else {
+            let Some(text) = cookie::value(req.cookies(), name) else {
                 return Ok(None);
             };
             let (id, secret) = parse_ticket(text)
@@ -518,7 +518,7 @@ pub(crate) fn persist(
                 .session
                 .seal(&identity, name, &plaintext)
                 .map_err(|e| e.to_string())?;
-            let lines = chunks::write(name, &sealed, &attrs, max_age, &req.cookies)?;
+            let lines = chunks::write(name, &sealed, &attrs, max_age, req.cookies())?;
             req.set_cookies.extend(lines);
             if let Some(t) = id_token {
                 let hint_name = hint_cookie_name(b);
@@ -530,7 +530,7 @@ pub(crate) fn persist(
                     .seal(&identity, &hint_name, plain.as_bytes())
                     .map_err(|e| e.to_string())?;
                 let hint_attrs = hint_attrs(cfg, b, req);
-                match chunks::write(&hint_name, &sealed, &hint_attrs, max_age, &req.cookies) {
+                match chunks::write(&hint_name, &sealed, &hint_attrs, max_age, req.cookies()) {
                     Ok(lines) => req.set_cookies.extend(lines),
                     // Logout then sends client_id without id_token_hint.
                     Err(why) => g.log.push((
@@ -562,7 +562,7 @@ pub(crate) fn persist(
                 req.set_cookies
                     .push(cookie::set_cookie(name, &value, &attrs, Some(max_age)));
                 req.set_cookies.extend(
-                    chunks::clear(name, &attrs, &req.cookies)
+                    chunks::clear(name, &attrs, req.cookies())
                         .into_iter()
                         .skip(1),
                 );
@@ -596,13 +596,13 @@ pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> (Option<Session>, Option<
     };
     let loaded = load(g, req, b).ok().flatten();
     let attrs = cookie_attrs(&cfg, b, req);
-    let lines = chunks::clear(&b.session.cookie_name, &attrs, &req.cookies);
+    let lines = chunks::clear(&b.session.cookie_name, &attrs, req.cookies());
     req.set_cookies.extend(lines);
     let session = loaded.map(|l| Rc::unwrap_or_clone(l.session));
     let mut hint = session.as_ref().and_then(|s| s.id_token.clone());
     if b.session.storage == SessionStorage::Cookie {
         let hint_name = hint_cookie_name(b);
-        if let Some(text) = chunks::read(&req.cookies, &hint_name) {
+        if let Some(text) = chunks::read(req.cookies(), &hint_name) {
             let identity = cfg.identity().to_string();
             let opened = g
                 .sessions
@@ -617,7 +617,7 @@ pub(crate) fn end(g: &mut Guard, req: &mut Req<'_>) -> (Option<Session>, Option<
                     }
                 }
             }
-            let lines = chunks::clear(&hint_name, &hint_attrs(&cfg, b, req), &req.cookies);
+            let lines = chunks::clear(&hint_name, &hint_attrs(&cfg, b, req), req.cookies());
             req.set_cookies.extend(lines);
         }
     }
