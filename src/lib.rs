@@ -32,3 +32,4 @@ pub mod response;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod textkey;

@@ -8,7 +8,8 @@
 //!    ([`Outcome::NotPresent`]: the session cookie or the 401 challenge follows). A token in the
 //!    query (`access_token=`) or a form body is never read (RFC 6750 §2.2/§2.3 are optional and
 //!    leak tokens into logs).
-//! 2. The size cap `bearer.maxTokenSize`, before any decoding, then the `b64token` syntax.
+//! 2. The size cap `bearer.maxTokenSize`, before any decoding, then (on a verified-cache miss:
+//!    a cached token passed it) the `b64token` syntax.
 //! 3. The verdict on the token itself — signature, `iss`, `aud`, `typ`, `exp`/`nbf`/`iat`, the
 //!    claims an ID token carries (RFC 9068 §4, [`AccessTokenValidation`]) — from the
 //!    verified-token cache, else verified against the provider's keys (an unknown `kid` refetches
@@ -22,9 +23,9 @@
 //!
 //! # Caches (per guest instance; never shared, so they only save work and never decide alone)
 //!
-//! - Verified tokens, keyed by the whole token string itself (a hit is an exact byte match; no
-//!   hash is computed on the hot path — a SHA-256 of a token costs ≈ 5 µs under Traefik's
-//!   wazero), until `exp` (plus the clock skew the validation allows) and at most
+//! - Verified tokens, matched on the whole token (a hit is an exact byte match, found through a
+//!   [`textkey`] fingerprint — no SHA-256, which costs ≈ 5 µs per token under Traefik's wazero,
+//!   and no byte-wise `memcmp`), until `exp` (plus the clock skew the validation allows) and at most
 //!   [`VERIFIED_MAX_AGE_MS`], bounded by [`VERIFIED_MAX_ENTRIES`] entries and
 //!   [`VERIFIED_MAX_BYTES`] bytes. Keying on the token string is sound for a cache even though
 //!   ECDSA signatures are malleable: each variant is verified once on its own. Single-use checks
@@ -61,6 +62,7 @@ use crate::jwt::{AccessTokenValidation, Claims, JwtError, Validation, DEFAULT_CL
 use crate::plugin::{Guard, Identity, Outcome, Principal, Req, Via};
 use crate::response::{BearerError, Response};
 use crate::store::{Class, Namespace, SetOutcome};
+use crate::textkey;
 
 /// Longest time a verified token is served from the cache without a new signature check (keys
 /// removed from the provider's JWKS stop working within this time).
@@ -211,13 +213,23 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
 /// built from the configuration.
 #[derive(Debug)]
 pub struct BearerState {
-    verified: TtlMap<Box<str>, Rc<Verdict>>,
+    /// Verified tokens by [`textkey::fingerprint`]; the entry holds the token, matched exactly.
+    verified: TtlMap<u64, Rc<Verified>>,
+    /// This instance's fingerprint seed.
+    seed: u64,
     refused: TtlMap<[u8; 32], ()>,
     /// The access token validation for the issuer it was built for (the issuer may come from
     /// discovery, so it is built on first use and rebuilt if the issuer changes).
     validation: Option<(String, Rc<AccessTokenValidation>)>,
     dpop: crate::jwt::DpopValidation,
     counters: Counters,
+}
+
+/// A verified-token cache entry: the token and its verdict.
+#[derive(Debug)]
+struct Verified {
+    token: Box<str>,
+    verdict: Rc<Verdict>,
 }
 
 /// What the bearer path did on this instance (for tests and benchmarks).
@@ -240,6 +252,7 @@ impl BearerState {
         };
         BearerState {
             verified: TtlMap::new(VERIFIED_MAX_ENTRIES, VERIFIED_MAX_BYTES),
+            seed: textkey::seed(),
             refused: TtlMap::new(
                 REFUSED_MAX_ENTRIES,
                 REFUSED_MAX_ENTRIES * (32 + ENTRY_OVERHEAD),
@@ -263,6 +276,38 @@ impl BearerState {
     /// Number of tokens in the verified-token cache.
     pub fn cached_tokens(&self) -> usize {
         self.verified.len()
+    }
+
+    /// The cached verdict on exactly this token.
+    fn cached(&mut self, token: &str, now_ms: u64) -> Option<Rc<Verdict>> {
+        let v = self
+            .verified
+            .get(&textkey::fingerprint(self.seed, token.as_bytes()), now_ms)?;
+        textkey::same(v.token.as_bytes(), token.as_bytes()).then(|| Rc::clone(&v.verdict))
+    }
+
+    /// Caches the verdict on `token` until `until_ms` (replacing a colliding entry).
+    fn remember(&mut self, token: &str, verdict: Rc<Verdict>, until_ms: u64, now_ms: u64) {
+        let fp = textkey::fingerprint(self.seed, token.as_bytes());
+        let entry = Rc::new(Verified {
+            token: Box::from(token),
+            verdict,
+        });
+        self.verified
+            .insert(fp, entry, until_ms, token.len().saturating_mul(2), now_ms);
+    }
+
+    /// Forgets the verdict on `token`.
+    fn forget(&mut self, token: &str) {
+        let fp = textkey::fingerprint(self.seed, token.as_bytes());
+        if self
+            .verified
+            .map
+            .get(&fp)
+            .is_some_and(|s| textkey::same(s.value.token.as_bytes(), token.as_bytes()))
+        {
+            self.verified.remove(&fp);
+        }
     }
 
     fn validation_for(&mut self, issuer: &str, b: &Bearer) -> Rc<AccessTokenValidation> {
@@ -504,7 +549,7 @@ fn authenticate_token(
 /// The verdict on the token: from the cache, or verified now (and cached either way).
 fn verdict(g: &mut Guard, b: &Bearer, token: &str) -> Result<Rc<Verdict>, Refusal> {
     let now_ms = g.clock.now_ms();
-    if let Some(v) = g.bearer.verified.get(token, now_ms) {
+    if let Some(v) = g.bearer.cached(token, now_ms) {
         g.bearer.counters.cache_hits += 1;
         return Ok(v);
     }
@@ -555,13 +600,7 @@ fn verdict(g: &mut Guard, b: &Bearer, token: &str) -> Result<Rc<Verdict>, Refusa
         .saturating_add(DEFAULT_CLOCK_SKEW_SECS)
         .saturating_mul(1000);
     let until = exp_ms.min(now_ms.saturating_add(VERIFIED_MAX_AGE_MS));
-    g.bearer.verified.insert(
-        Box::from(token),
-        Rc::clone(&verdict),
-        until,
-        token.len().saturating_mul(2),
-        now_ms,
-    );
+    g.bearer.remember(token, Rc::clone(&verdict), until, now_ms);
     Ok(verdict)
 }
 
@@ -622,7 +661,7 @@ fn consume_one_time(g: &mut Guard, token: &str, v: &Verdict) -> Result<(), Refus
     {
         Ok(SetOutcome::Won) => Ok(()),
         Ok(SetOutcome::AlreadyUsed) => {
-            g.bearer.verified.remove(token);
+            g.bearer.forget(token);
             remember_refusal(g, &sha256(token.as_bytes()), REFUSED_TTL_MS, now_ms);
             Err(Refusal::Token(format!(
                 "one-time token already used (jti #{})",

@@ -78,6 +78,7 @@ use crate::jwt::{IdTokenValidation, Validation};
 use crate::plugin::{Guard, Identity, Keys, Outcome, Principal, Req, Via};
 use crate::response::Response;
 use crate::store::{Class, Namespace, SetOutcome};
+use crate::textkey;
 use seal::{Purpose, Sealer};
 
 /// How long the refresh lock of one session version is held (longer than a token request may
@@ -102,15 +103,18 @@ const CACHE_ENTRIES: usize = 16;
 #[derive(Debug, Default)]
 pub struct SessionState {
     sealers: Option<Sealers>,
-    /// Opened session cookies by their text. A `HashMap` lookup hashes the presented text with
-    /// std's randomly keyed SipHash and compares the full text only on a hash match, so the time
-    /// it takes says nothing useful about how close a guessed cookie is to a cached one.
-    cache: HashMap<String, Cached>,
+    /// Opened session cookies by the [`textkey`] fingerprint of their text (randomly seeded per
+    /// instance); the entry keeps the text, compared in full only on a fingerprint match, so the
+    /// time a lookup takes says nothing useful about how close a guessed cookie is to a cached
+    /// one.
+    cache: HashMap<u64, Cached>,
+    seed: u64,
     uses: u64,
 }
 
 /// One opened session cookie.
 struct Cached {
+    text: Box<str>,
     session: Rc<Session>,
     /// What it proves, with its memoized admission (policy verdict, header values).
     principal: Rc<Principal>,
@@ -139,6 +143,7 @@ impl SessionState {
         SessionState {
             sealers: None,
             cache: HashMap::new(),
+            seed: textkey::seed(),
             uses: 0,
         }
     }
@@ -153,7 +158,10 @@ impl SessionState {
 
     fn cached(&mut self, text: &str) -> Option<(Rc<Session>, Rc<Principal>, bool)> {
         self.uses += 1;
-        let hit = self.cache.get_mut(text)?;
+        let hit = self
+            .cache
+            .get_mut(&textkey::fingerprint(self.seed, text.as_bytes()))
+            .filter(|c| textkey::same(c.text.as_bytes(), text.as_bytes()))?;
         hit.last_use = self.uses;
         Some((hit.session.clone(), hit.principal.clone(), hit.stale_key))
     }
@@ -165,7 +173,7 @@ impl SessionState {
                 .cache
                 .iter()
                 .min_by_key(|(_, c)| c.last_use)
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| *k)
             {
                 self.cache.remove(&oldest);
             }
@@ -173,8 +181,9 @@ impl SessionState {
         self.uses += 1;
         let principal = Rc::new(Principal::new(session.claims.clone()));
         self.cache.insert(
-            text,
+            textkey::fingerprint(self.seed, text.as_bytes()),
             Cached {
+                text: text.into_boxed_str(),
                 session,
                 principal: principal.clone(),
                 stale_key,

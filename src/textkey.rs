@@ -1,0 +1,94 @@
+//! Caches keyed by long texts (bearer tokens, session cookies) without walking the text byte by
+//! byte: a map is keyed by a 64-bit fingerprint of the text and the entry keeps the text itself,
+//! compared eight bytes at a time on a fingerprint match.
+//!
+//! Why: under Traefik's wazero, `memcmp` (wasi-libc's byte loop) and `SipHash` cost ≈ 2.5 ns and
+//! ≈ 0.8 ns per byte: a 370-byte token took ≈ 1.2 µs to look up in a `HashMap<Box<str>, _>`, a
+//! 2 KiB cookie ≈ 6 µs. A fingerprint is only an index: two texts that share one are told apart
+//! by [`same`], so a collision costs a cache miss, never a wrong hit. The seed is random per
+//! instance, so which texts collide cannot be planned from outside.
+
+const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..c.len().min(8)].copy_from_slice(&c[..c.len().min(8)]);
+    u64::from_le_bytes(w)
+}
+
+/// The seed of one instance's fingerprints (random; a fixed one when the host has no entropy,
+/// which only makes collisions predictable, not hits wrong).
+pub fn seed() -> u64 {
+    crate::rand::bytes::<8>().map_or(K, u64::from_le_bytes)
+}
+
+/// A 64-bit fingerprint of `text` under `seed`.
+pub fn fingerprint(seed: u64, text: &[u8]) -> u64 {
+    let mut h = seed ^ (text.len() as u64).wrapping_mul(K);
+    let chunks = text.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        h = (h ^ word(c)).wrapping_mul(K).rotate_left(29);
+    }
+    h = (h ^ word(tail)).wrapping_mul(K);
+    // Final avalanche (MurmurHash3 fmix64).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Whether two texts are equal, compared a word at a time.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.chunks_exact(8)
+            .zip(b.chunks_exact(8))
+            .all(|(x, y)| word(x) == word(y))
+        && a.chunks_exact(8).remainder() == b.chunks_exact(8).remainder()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_is_equality() {
+        let texts: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"abcdefgh",
+            b"abcdefgi",
+            b"abcdefghi",
+            b"abcdefghj",
+            b"bbcdefghi",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        let long = "x".repeat(371);
+        let mut other = long.clone().into_bytes();
+        other[200] = b'y';
+        assert!(same(long.as_bytes(), long.clone().as_bytes()));
+        assert!(!same(long.as_bytes(), &other));
+    }
+
+    #[test]
+    fn fingerprints_depend_on_every_byte_the_length_and_the_seed() {
+        let base = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
+            .as_bytes()
+            .to_vec();
+        let f = fingerprint(1, &base);
+        for i in 0..base.len() {
+            let mut t = base.clone();
+            t[i] ^= 1;
+            assert_ne!(fingerprint(1, &t), f, "byte {i}");
+        }
+        assert_ne!(fingerprint(1, &base[..base.len() - 1]), f);
+        assert_ne!(fingerprint(1, b"ab\0"), fingerprint(1, b"ab"));
+        assert_ne!(fingerprint(2, &base), f);
+        assert_eq!(fingerprint(1, &base), f);
+    }
+}
