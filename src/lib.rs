@@ -9,6 +9,7 @@
 //!   key/value bridge (`wit/`).
 //! - [`net`]: WasmEdge sockets, TLS (rustls) and a small HTTP/1.1 client for the Traefik artifact.
 //! - [`store`]: the two-tier store: L1 TTL cache, tiered modes, circuit breaker, sealed values.
+//! - [`textkey`]: fingerprints and word-wise equality for caches keyed by tokens and cookies.
 //! - [`resp`]: a Redis/Valkey client (RESP2) generic over its byte stream: AUTH/ACL, SELECT,
 //!   Sentinel, Cluster.
 //! - [`jwt`]: JOSE: compact JWS parsing, JWK/JWKS, signature verification, claim checks.
