@@ -6,7 +6,7 @@
 //! The bridge artifact asks the host instead (`http_fetch` in `wit/`), behind the same
 //! [`Fetch`] trait.
 
-use std::io::Read;
+use std::io::{Read, Write as _};
 
 use crate::http::url::Url;
 
@@ -170,9 +170,14 @@ pub fn exchange(
     head.push_str("User-Agent: oidc-guard\r\nConnection: close\r\n\r\n");
     let mut out = head.into_bytes();
     out.extend_from_slice(&req.body);
+    // The whole exchange, not only each read, is bounded by the request's timeout.
+    let mut stream = super::Deadline::new(
+        stream,
+        std::time::Duration::from_millis(req.timeout_ms.max(1)),
+    );
     stream.write_all(&out).map_err(io_err)?;
     stream.flush().map_err(io_err)?;
-    read_response(stream, req.method == "HEAD")
+    read_response(&mut stream, req.method == "HEAD")
 }
 
 fn io_err(e: std::io::Error) -> FetchError {
@@ -295,33 +300,55 @@ fn read_chunked(r: &mut dyn Read, mut buf: Vec<u8>) -> Result<Vec<u8>, FetchErro
         Ok(())
     };
     loop {
+        // The size line: hex digits, optional extensions. Its end is searched only in the bytes
+        // not searched yet, and it is bounded, so a peer that never ends it costs linear work.
+        let mut searched = pos;
         let line_end = loop {
-            if let Some(i) = find(buf.get(pos..).unwrap_or_default(), b"\r\n") {
-                break pos + i;
+            let from = searched.saturating_sub(1).max(pos);
+            if let Some(i) = find(buf.get(from..).unwrap_or_default(), b"\r\n") {
+                break from + i;
             }
+            if buf.len() - pos > MAX_CHUNK_LINE {
+                return Err(FetchError::Protocol("chunk size line too long".into()));
+            }
+            searched = buf.len();
             fill(&mut buf)?;
         };
         let line = std::str::from_utf8(buf.get(pos..line_end).unwrap_or_default())
             .map_err(|_| FetchError::Protocol("bad chunk size".into()))?;
-        let size_hex = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| FetchError::Protocol("bad chunk size".into()))?;
+        let size = chunk_size(line.split(';').next().unwrap_or("").trim())
+            .ok_or_else(|| FetchError::Protocol("bad chunk size".into()))?;
         pos = line_end + 2;
         if size == 0 {
             return Ok(body);
         }
-        if body.len() + size > MAX_BODY {
+        // Checked arithmetic: a size near usize::MAX must not wrap the bounds below (a wrapped
+        // `pos + size` pointed back at the same size line and looped forever without reading).
+        if size > MAX_BODY.saturating_sub(body.len()) {
             return Err(FetchError::Protocol("response body too large".into()));
         }
-        while buf.len() < pos + size + 2 {
+        let end = pos + size; // both ≤ MAX_BODY + MAX_HEAD + MAX_CHUNK_LINE: no overflow
+        while buf.len() < end + 2 {
             fill(&mut buf)?;
         }
-        body.extend_from_slice(buf.get(pos..pos + size).unwrap_or_default());
-        if buf.get(pos + size..pos + size + 2) != Some(b"\r\n") {
+        body.extend_from_slice(buf.get(pos..end).unwrap_or_default());
+        if buf.get(end..end + 2) != Some(b"\r\n") {
             return Err(FetchError::Protocol("chunk not followed by CRLF".into()));
         }
-        pos += size + 2;
+        pos = end + 2;
     }
+}
+
+/// The longest chunk-size line accepted (size plus extensions).
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// A chunk size: 1–8 hex digits (RFC 9112 §7.1; no sign, nothing a body under `MAX_BODY` needs
+/// more digits for).
+fn chunk_size(hex: &str) -> Option<usize> {
+    if hex.is_empty() || hex.len() > 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    usize::from_str_radix(hex, 16).ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -431,6 +458,46 @@ mod tests {
         assert_eq!(r.body, b"abcde");
         let r = parse(b"HTTP/1.0 404 Not Found\r\n\r\nnope").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"nope"[..]));
+    }
+
+    #[test]
+    fn chunk_sizes_that_would_wrap_or_never_end_are_refused() {
+        let mut big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n".to_vec();
+        big.extend_from_slice(&[b'a'; 100]);
+        for size in [
+            "FFFFFFF4",
+            "FFFFFFFFFFFFFFEC",
+            "+5",
+            "-1",
+            " ",
+            "0x10",
+            "123456789",
+        ] {
+            let mut b = big.clone();
+            b.extend_from_slice(format!("\r\n{size}\r\n").as_bytes());
+            b.extend_from_slice(&[b'b'; 64]);
+            let err = parse(&b).unwrap_err();
+            assert!(matches!(err, FetchError::Protocol(_)), "{size}: {err:?}");
+        }
+        // A size line that never ends: refused once it passes its bound, not read to MAX_BODY.
+        let mut b = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1".to_vec();
+        b.extend_from_slice(&vec![b'0'; MAX_BODY]);
+        let err = parse(&b).unwrap_err();
+        assert!(format!("{err:?}").contains("too long"), "{err:?}");
+        // A CRLF split across two reads is still found.
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(out.len()).min(3);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n";
+        let r = read_response(&mut Dribble(raw), false).unwrap();
+        assert_eq!(r.body, b"abc");
     }
 
     #[test]

@@ -20,6 +20,67 @@ pub trait Stream: Read + Write {}
 
 impl<T: Read + Write> Stream for T {}
 
+/// A stream whose reads and writes together must finish by a deadline. Each read or write still
+/// waits at most its own timeout; once the deadline has passed the next one fails with
+/// [`std::io::ErrorKind::TimedOut`], so a peer that trickles a byte at a time (slowloris) is cut
+/// off at most one read timeout past the deadline instead of never.
+pub struct Deadline<S> {
+    inner: S,
+    until_us: u64,
+}
+
+impl<S> Deadline<S> {
+    /// Wraps `inner` with a deadline `budget` from now.
+    pub fn new(inner: S, budget: Duration) -> Self {
+        Self {
+            inner,
+            until_us: deadline_after(budget),
+        }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if passed(self.until_us) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer did not finish in time",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `budget` from now, in µs since the epoch (saturating).
+pub(crate) fn deadline_after(budget: Duration) -> u64 {
+    use crate::clock::Clock;
+    crate::clock::SystemClock
+        .now_us()
+        .saturating_add(u64::try_from(budget.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Whether the deadline `until_us` (from [`deadline_after`]) has passed.
+pub(crate) fn passed(until_us: u64) -> bool {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_us() > until_us
+}
+
+impl<S: Read> Read for Deadline<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<S: Write> Write for Deadline<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Timeouts applied to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

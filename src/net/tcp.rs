@@ -16,15 +16,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::sys::{self, Errno, Interest, Readiness, SocketFd};
-use super::{Dialer, Stream, Timeouts};
+use super::{deadline_after, Dialer, Stream, Timeouts};
 use crate::clock::{Clock, SystemClock};
 
 fn now_us() -> u64 {
     SystemClock.now_us()
-}
-
-fn deadline_after(timeout: Duration) -> u64 {
-    now_us().saturating_add(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Time left until `deadline` (µs since the epoch), `None` once it passed.

@@ -362,7 +362,7 @@ impl<D: Dialer> RedisClient<D> {
                     },
                 )?),
             };
-        Ok(Connection::new(stream))
+        Ok(Connection::new(stream).with_budget(self.timeouts.read))
     }
 
     fn drop_link(&mut self, addr: &NodeAddr) {

@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use super::frame::{self, Command, Frame, FrameError};
+use super::frame::{self, Command, Frame, FrameError, Scanner};
 use crate::store::StoreError;
 
 /// Most bytes buffered for one reply before it is refused (a bulk string at [`frame::MAX_BULK`]
@@ -20,6 +20,13 @@ pub struct Connection<S> {
     stream: S,
     buf: Vec<u8>,
     pos: usize,
+    /// Time a whole pipeline may take (every reply read in full), on top of each read's own
+    /// timeout: a server trickling bytes is cut off instead of holding the request.
+    budget: Option<std::time::Duration>,
+    /// End of the current pipeline's budget (µs since the epoch).
+    until_us: Option<u64>,
+    /// How far the reply being read is known to be well formed.
+    scan: Scanner,
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -29,7 +36,17 @@ impl<S: Read + Write> Connection<S> {
             stream,
             buf: Vec::new(),
             pos: 0,
+            budget: None,
+            until_us: None,
+            scan: Scanner::default(),
         }
+    }
+
+    /// Bounds every following pipeline, replies included, by `budget` (each on its own).
+    #[must_use]
+    pub fn with_budget(mut self, budget: std::time::Duration) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Sends every command in one write, then reads exactly one reply per command. Error replies
@@ -44,10 +61,17 @@ impl<S: Read + Write> Connection<S> {
         for c in cmds {
             out.extend_from_slice(c.as_bytes());
         }
-        self.stream.write_all(&out).map_err(io_error)?;
+        self.until_us = self.budget.map(crate::net::deadline_after);
+        let result = self.send_and_read(&out, cmds.len());
+        self.until_us = None;
+        result
+    }
+
+    fn send_and_read(&mut self, out: &[u8], count: usize) -> Result<Vec<Frame>, StoreError> {
+        self.stream.write_all(out).map_err(io_error)?;
         self.stream.flush().map_err(io_error)?;
-        let mut replies = Vec::with_capacity(cmds.len());
-        for _ in cmds {
+        let mut replies = Vec::with_capacity(count);
+        for _ in 0..count {
             replies.push(self.read_frame()?);
         }
         Ok(replies)
@@ -60,8 +84,13 @@ impl<S: Read + Write> Connection<S> {
     pub fn read_frame(&mut self) -> Result<Frame, StoreError> {
         loop {
             let pending = self.buf.get(self.pos..).unwrap_or_default();
-            match frame::parse(pending) {
-                Ok((f, used)) => {
+            let complete = self.scan.advance(pending).and_then(|done| match done {
+                Some(len) => frame::parse_checked(pending, len).map(Some),
+                None => Ok(None),
+            });
+            match complete {
+                Ok(Some((f, used))) => {
+                    self.scan = Scanner::default();
                     self.pos += used;
                     if self.pos >= self.buf.len() {
                         self.buf.clear();
@@ -69,7 +98,7 @@ impl<S: Read + Write> Connection<S> {
                     }
                     return Ok(f);
                 }
-                Err(FrameError::Incomplete) => {}
+                Ok(None) | Err(FrameError::Incomplete) => {}
                 Err(FrameError::Protocol(m)) => return Err(StoreError::Protocol(m)),
             }
             if pending.len() > MAX_FRAME {
@@ -82,6 +111,9 @@ impl<S: Read + Write> Connection<S> {
                 // drain() total anyway.
                 self.buf.drain(..self.pos.min(self.buf.len()));
                 self.pos = 0;
+            }
+            if self.until_us.is_some_and(crate::net::passed) {
+                return Err(StoreError::Timeout);
             }
             let old = self.buf.len();
             self.buf.resize(old + READ_CHUNK, 0);
@@ -181,6 +213,58 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A server that sends one byte of `reply` every `pause`.
+    struct Trickle {
+        reply: Vec<u8>,
+        at: usize,
+        pause: std::time::Duration,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.pause);
+            match (self.reply.get(self.at), buf.first_mut()) {
+                (Some(&b), Some(out)) => {
+                    *out = b;
+                    self.at += 1;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_trickling_server_is_cut_off_by_the_pipeline_budget() {
+        let mut reply = b"$40\r\n".to_vec();
+        reply.extend_from_slice(&[b'x'; 40]);
+        reply.extend_from_slice(b"\r\n");
+        let trickle = |pause| Trickle {
+            reply: reply.clone(),
+            at: 0,
+            pause: std::time::Duration::from_millis(pause),
+        };
+        let get = Command::new(&[b"GET", b"k"]);
+        // 47 bytes at 10 ms each: every read is quick, the whole reply is not.
+        let mut c = Connection::new(trickle(10)).with_budget(std::time::Duration::from_millis(100));
+        assert_eq!(c.pipeline(&[&get]), Err(StoreError::Timeout));
+        // Within its budget the same reply is read in full.
+        let mut c = Connection::new(trickle(0)).with_budget(std::time::Duration::from_secs(5));
+        assert_eq!(
+            c.pipeline(&[&get]).unwrap(),
+            vec![Frame::Bulk(vec![b'x'; 40])]
+        );
     }
 
     #[test]

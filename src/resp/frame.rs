@@ -10,11 +10,15 @@
 
 use std::fmt;
 
-/// Largest bulk string accepted (Redis' own default `proto-max-bulk-len` is 512 MiB; the store
-/// never writes values anywhere near this).
-pub const MAX_BULK: usize = 16 * 1024 * 1024;
+/// Largest bulk string accepted. The store writes nothing near it (values through the bridge
+/// are capped at 1 MiB, provider documents at 1 MiB before sealing); a larger announcement is a
+/// broken or hostile server and refused before anything is buffered for it.
+pub const MAX_BULK: usize = 2 * 1024 * 1024;
 /// Largest number of elements accepted in one array.
-pub const MAX_ARRAY: usize = 1024 * 1024;
+pub const MAX_ARRAY: usize = 64 * 1024;
+/// Most values (at every depth) in one frame: bounds the memory a parsed reply takes
+/// (`CLUSTER SLOTS` of a cluster with 1000 slot ranges is ≈ 10 000).
+pub const MAX_ELEMENTS: usize = 64 * 1024;
 /// Deepest array nesting accepted (`CLUSTER SLOTS` needs 3).
 pub const MAX_DEPTH: usize = 8;
 /// Longest simple string, error or integer line accepted (CRLF excluded).
@@ -115,7 +119,9 @@ fn protocol(msg: impl Into<String>) -> FrameError {
 /// [`FrameError::Incomplete`] when more bytes are needed, [`FrameError::Protocol`] when the bytes
 /// can never become an acceptable frame.
 pub fn check(buf: &[u8]) -> Result<usize, FrameError> {
-    check_at(buf, 0, 0)
+    Scanner::default()
+        .advance(buf)?
+        .ok_or(FrameError::Incomplete)
 }
 
 /// Parses the frame at the start of `buf`; returns it and the number of bytes it used.
@@ -124,13 +130,115 @@ pub fn check(buf: &[u8]) -> Result<usize, FrameError> {
 /// As [`check`] (it is run first, so no allocation happens for an incomplete or invalid frame).
 pub fn parse(buf: &[u8]) -> Result<(Frame, usize), FrameError> {
     let len = check(buf)?;
+    parse_checked(buf, len)
+}
+
+/// Parses the frame of `len` bytes at the start of `buf`, which [`check`] or a [`Scanner`]
+/// accepted.
+///
+/// # Errors
+/// [`FrameError::Protocol`] when the bytes do not parse to exactly `len` bytes.
+pub fn parse_checked(buf: &[u8], len: usize) -> Result<(Frame, usize), FrameError> {
     let (frame, used) = parse_at(buf, 0)?;
     if used != len {
-        // check and parse walk the same grammar; a mismatch would be a bug here, reported as a
-        // protocol error rather than a panic.
+        // the scanner and the parser walk the same grammar; a mismatch would be a bug here,
+        // reported as a protocol error rather than a panic.
         return Err(protocol("frame length mismatch"));
     }
     Ok((frame, used))
+}
+
+/// A resumable check of one frame arriving in pieces: it remembers how far the bytes were
+/// complete and which arrays are open, so each read costs only the new bytes. (Checking the whole
+/// buffer again after every read made a reply of many small values quadratic: a hostile server
+/// could hold a request for minutes with a 32 MiB array of `:0`.)
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Start of the first value not yet complete.
+    pos: usize,
+    /// Values still to come in each open array, innermost last.
+    open: Vec<usize>,
+    /// Values seen so far (arrays included).
+    elements: usize,
+}
+
+impl Scanner {
+    /// Scans on over `buf` — the bytes given before, plus more. `Some(len)` once the frame is
+    /// complete (its length), `None` while more bytes are needed.
+    ///
+    /// # Errors
+    /// [`FrameError::Protocol`] when the bytes can never become an acceptable frame.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        loop {
+            let Some(&ty) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            if !matches!(ty, b'+' | b'-' | b':' | b'$' | b'*') {
+                return Err(protocol(format!("unknown type byte 0x{ty:02x}")));
+            }
+            let start = self.pos + 1;
+            let end = match line_end(buf, start) {
+                Ok(end) => end,
+                Err(FrameError::Incomplete) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let line = buf.get(start..end).unwrap_or_default();
+            let mut next = end + 2;
+            let mut opens = None;
+            match ty {
+                b'+' | b'-' => {}
+                b':' => {
+                    int(line)?;
+                }
+                b'$' => {
+                    if let Some(n) = length(line, MAX_BULK, "bulk string")? {
+                        let data_end = next + n;
+                        if buf.len() < data_end + 2 {
+                            return Ok(None);
+                        }
+                        if buf.get(data_end..data_end + 2) != Some(b"\r\n") {
+                            return Err(protocol("bulk string not terminated by CRLF"));
+                        }
+                        next = data_end + 2;
+                    }
+                }
+                b'*' => {
+                    if let Some(n) = length(line, MAX_ARRAY, "array")? {
+                        if n > 0 && self.open.len() + 1 > MAX_DEPTH {
+                            return Err(protocol(format!("arrays nested deeper than {MAX_DEPTH}")));
+                        }
+                        opens = Some(n).filter(|&n| n > 0);
+                    }
+                }
+                _ => {}
+            }
+            // The value at `pos` is complete (an array: its head).
+            self.elements += 1;
+            if self.elements > MAX_ELEMENTS {
+                return Err(protocol(format!(
+                    "more than {MAX_ELEMENTS} values in one reply"
+                )));
+            }
+            self.pos = next;
+            if let Some(n) = opens {
+                self.open.push(n);
+                continue;
+            }
+            // Close every array this value completes.
+            loop {
+                match self.open.last_mut() {
+                    None => return Ok(Some(self.pos)),
+                    Some(left) if *left > 1 => {
+                        *left -= 1;
+                        break;
+                    }
+                    Some(_) => {
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Returns the end of the line starting at `pos` (the index of its `\r`).
@@ -193,60 +301,7 @@ fn length(line: &[u8], max: usize, what: &str) -> Result<Option<usize>, FrameErr
     }
 }
 
-fn check_at(buf: &[u8], pos: usize, depth: usize) -> Result<usize, FrameError> {
-    let Some(&ty) = buf.get(pos) else {
-        return Err(FrameError::Incomplete);
-    };
-    let start = pos + 1;
-    match ty {
-        b'+' | b'-' => Ok(line_end(buf, start)? + 2 - pos),
-        b':' => {
-            let end = line_end(buf, start)?;
-            int(buf.get(start..end).unwrap_or_default())?;
-            Ok(end + 2 - pos)
-        }
-        b'$' => {
-            let end = line_end(buf, start)?;
-            let head = end + 2;
-            match length(
-                buf.get(start..end).unwrap_or_default(),
-                MAX_BULK,
-                "bulk string",
-            )? {
-                None => Ok(head - pos),
-                Some(n) => {
-                    let data_end = head + n;
-                    if buf.len() < data_end + 2 {
-                        return Err(FrameError::Incomplete);
-                    }
-                    if buf.get(data_end..data_end + 2) != Some(b"\r\n") {
-                        return Err(protocol("bulk string not terminated by CRLF"));
-                    }
-                    Ok(data_end + 2 - pos)
-                }
-            }
-        }
-        b'*' => {
-            let end = line_end(buf, start)?;
-            let mut at = end + 2;
-            match length(buf.get(start..end).unwrap_or_default(), MAX_ARRAY, "array")? {
-                None => Ok(at - pos),
-                Some(n) => {
-                    if n > 0 && depth + 1 > MAX_DEPTH {
-                        return Err(protocol(format!("arrays nested deeper than {MAX_DEPTH}")));
-                    }
-                    for _ in 0..n {
-                        at += check_at(buf, at, depth + 1)?;
-                    }
-                    Ok(at - pos)
-                }
-            }
-        }
-        other => Err(protocol(format!("unknown type byte 0x{other:02x}"))),
-    }
-}
-
-/// Parses a frame already validated by [`check_at`]; still total (no panics) on any input.
+/// Parses a frame already validated by a [`Scanner`]; still total (no panics) on any input.
 fn parse_at(buf: &[u8], pos: usize) -> Result<(Frame, usize), FrameError> {
     let Some(&ty) = buf.get(pos) else {
         return Err(FrameError::Incomplete);
@@ -408,6 +463,62 @@ mod tests {
             }
             assert_eq!(check(s), Ok(s.len()));
         }
+    }
+
+    #[test]
+    fn the_scanner_resumes_where_it_stopped() {
+        // Fed every prefix in turn, the scanner ends where one whole check ends, and it only
+        // moves forward.
+        for s in SAMPLES {
+            for step in 1..4 {
+                let mut sc = Scanner::default();
+                let mut last = 0;
+                let mut done = None;
+                for cut in (0..=s.len()).step_by(step).chain([s.len()]) {
+                    done = sc.advance(&s[..cut]).unwrap();
+                    assert!(sc.pos >= last);
+                    last = sc.pos;
+                    if done.is_some() {
+                        assert_eq!(cut, s.len(), "{:?}", String::from_utf8_lossy(s));
+                        break;
+                    }
+                }
+                assert_eq!(done, Some(s.len()), "{:?}", String::from_utf8_lossy(s));
+            }
+        }
+        // A long array arriving a byte at a time is scanned once (the position only advances),
+        // and what the scanner accepts, the parser parses.
+        let n = 5000;
+        let mut big = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            big.extend_from_slice(b":0\r\n");
+        }
+        let mut sc = Scanner::default();
+        let mut done = None;
+        for cut in 0..=big.len() {
+            if let Some(len) = sc.advance(&big[..cut]).unwrap() {
+                done = Some(len);
+                break;
+            }
+        }
+        assert_eq!(done, Some(big.len()));
+        let (f, used) = parse_checked(&big, big.len()).unwrap();
+        assert_eq!(used, big.len());
+        assert!(matches!(f, Frame::Array(ref v) if v.len() == n));
+    }
+
+    #[test]
+    fn a_reply_of_too_many_values_is_refused() {
+        // Arrays under MAX_ARRAY each, nested, but more values than MAX_ELEMENTS in all.
+        let per = MAX_ARRAY / 2;
+        let mut b = b"*3\r\n".to_vec();
+        for _ in 0..3 {
+            b.extend_from_slice(format!("*{per}\r\n").as_bytes());
+            for _ in 0..per {
+                b.extend_from_slice(b":0\r\n");
+            }
+        }
+        proto(&b);
     }
 
     #[test]
