@@ -335,12 +335,36 @@ impl TieredStore {
     /// With `fallback: deny`, the L2's error when it cannot answer (an integrity failure is
     /// [`StoreError::Integrity`], an open breaker [`StoreError::CircuitOpen`]).
     pub fn get(&mut self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_with(ns, key, true)
+    }
+
+    /// As [`TieredStore::get`], but a cached "absent" in L1 (hybrid) is not believed: the L2 is
+    /// asked. For reads that decide whether to do something only one replica may do (has another
+    /// replica already refreshed this session?), where a remembered miss could outlive the lock.
+    ///
+    /// # Errors
+    /// As [`TieredStore::get`].
+    pub fn get_unless_absent_cached(
+        &mut self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_with(ns, key, false)
+    }
+
+    fn get_with(
+        &mut self,
+        ns: Namespace,
+        key: &str,
+        trust_absent: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let full = self.full_key(ns, key);
         let now = self.clock.now_ms();
         if self.cfg.mode != Mode::Redis {
             match self.l1_read(&full, now) {
                 L1Read::Value(v) => return Ok(Some(v)),
-                L1Read::Absent => return Ok(None),
+                L1Read::Absent if trust_absent || self.cfg.mode == Mode::Memory => return Ok(None),
+                L1Read::Absent => {}
                 L1Read::Miss if self.cfg.mode == Mode::Memory => return Ok(None),
                 L1Read::Miss => {}
             }
@@ -458,6 +482,13 @@ impl TieredStore {
         e: StoreError,
         now: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        // An integrity failure is not an outage: the L2 answered with a value that is not ours
+        // (planted by another writer, or a reply that belongs to another request). Falling back
+        // would read it as "absent" — for a revocation marker, "not revoked" — so it is an error
+        // whatever the fallback: a mixed-up reply can only become a refusal.
+        if e == StoreError::Integrity {
+            return Err(e);
+        }
         match self.cfg.fallback {
             Fallback::Deny => Err(e),
             Fallback::L1 => {
@@ -742,13 +773,18 @@ impl TieredStore {
                     }
                     // The L2 answered; the value is simply too large for it. Not an outage.
                     Err(StoreError::TooLarge) => return Err(StoreError::TooLarge),
+                    // The L2 answered with a value that does not open: counted and reported,
+                    // but not an outage either — garbage planted under one key must not open
+                    // the breaker for every key. Not retried (the same value would come back).
+                    Err(StoreError::Integrity) => {
+                        self.counters.errors += 1;
+                        self.counters.integrity_failures += 1;
+                        let ev = StoreEvent::Integrity { namespace: ns.0 };
+                        push_event(&mut self.events, &mut self.dropped_events, ev);
+                        return Err(StoreError::Integrity);
+                    }
                     Err(e) => {
                         self.counters.errors += 1;
-                        if e == StoreError::Integrity {
-                            self.counters.integrity_failures += 1;
-                            let ev = StoreEvent::Integrity { namespace: ns.0 };
-                            push_event(&mut self.events, &mut self.dropped_events, ev);
-                        }
                         // A timeout is not retried: the request already waited `readTimeout`
                         // for this operation, and `readTimeout` is the longest a request waits
                         // for the store (a stopped server would otherwise hold every request

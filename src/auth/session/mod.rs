@@ -667,7 +667,13 @@ fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Re
     for _ in 0..MAX_ADOPTIONS {
         let version = format!("{}:{}", session.id, session.generation);
         // 1. Already refreshed elsewhere?
-        if let Ok(Some(bytes)) = g.store.get(Namespace::SESSION, &format!("r:{version}")) {
+        // Not from a remembered miss: in hybrid mode a cached "absent" can outlive the other
+        // replica's lock (negativeTTL may exceed LOCK_TTL), and refreshing twice spends a
+        // rotated refresh token.
+        if let Ok(Some(bytes)) = g
+            .store
+            .get_unless_absent_cached(Namespace::SESSION, &format!("r:{version}"))
+        {
             if let Some(next) = Session::decode(&bytes).filter(|n| {
                 n.id == session.id && n.generation == session.generation.saturating_add(1)
             }) {
