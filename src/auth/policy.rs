@@ -5,9 +5,14 @@
 //! user passes the identity part; otherwise the user must be listed in `allowedUsers` (matched,
 //! case-insensitively, against the identifier claim and against a verified `email`) **or** have
 //! a verified e-mail address in one of `allowedUserDomains`. With `allowedRolesAndGroups`
-//! configured the user must also carry at least one of them in the group or role claim. An
-//! `email_verified: false` claim disqualifies the e-mail address from both checks, so an
-//! unverified address cannot claim someone else's identity or domain.
+//! configured the user must also carry at least one of them in the group or role claim.
+//!
+//! An e-mail address counts only when the provider says it is verified (`email_verified` is
+//! `true`; OpenID Connect Core 5.1 and 5.7: `email` alone is not a unique, checked identifier).
+//! A missing claim is *not* taken as verified — providers that omit it (or let users type any
+//! address) would otherwise let anyone claim someone else's address or domain ("nOAuth"). The
+//! same holds when `userIdentifierClaim` is `email`: an unverified address is no identifier, so
+//! it neither matches `allowedUsers` nor becomes `X-Forwarded-User`.
 
 use serde_json::{Map, Value};
 
@@ -54,20 +59,30 @@ pub fn check(policy: &Policy, claims: &Map<String, Value>) -> Result<(), &'stati
     Ok(())
 }
 
+/// The `email` claim when `email_verified` is `true` (the JSON boolean, or the string `"true"`
+/// some providers send); `None` otherwise, a missing `email_verified` included.
 fn verified_email(claims: &Map<String, Value>) -> Option<String> {
-    if claims.get("email_verified").and_then(Value::as_bool) == Some(false)
-        || claims.get("email_verified").and_then(Value::as_str) == Some("false")
-    {
+    let verified = match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    if !verified {
         return None;
     }
     claims
         .get("email")
         .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
         .map(str::to_string)
 }
 
-/// The value of the identifier claim (`userIdentifierClaim`, default `sub`).
+/// The value of the identifier claim (`userIdentifierClaim`, default `sub`). With `email` as
+/// the identifier, only a verified address (see the module documentation).
 pub fn user_value(policy: &Policy, claims: &Map<String, Value>) -> Option<String> {
+    if policy.user_claim == "email" {
+        return verified_email(claims);
+    }
     claim_string(claims, &policy.user_claim).filter(|v| !v.is_empty())
 }
 
@@ -157,27 +172,59 @@ mod tests {
     #[test]
     fn users_and_domains() {
         let p = policy(&["Alice@Example.com"], &["example.org"], &[]);
-        assert!(check(
-            &p,
-            &claims(json!({"sub": "1", "email": "alice@example.com"}))
-        )
-        .is_ok());
-        assert!(check(&p, &claims(json!({"sub": "2", "email": "bob@example.org"}))).is_ok());
-        assert!(check(&p, &claims(json!({"sub": "3", "email": "eve@example.net"}))).is_err());
-        assert!(check(&p, &claims(json!({"sub": "4"}))).is_err());
-        // An unverified address neither matches a user nor a domain.
-        assert!(check(
-            &p,
-            &claims(json!({"sub": "5", "email": "alice@example.com", "email_verified": false}))
-        )
-        .is_err());
-        assert!(check(
-            &p,
-            &claims(json!({"sub": "6", "email": "x@example.org", "email_verified": false}))
-        )
-        .is_err());
+        let ok = |v| check(&p, &claims(v)).is_ok();
+        assert!(ok(
+            json!({"sub": "1", "email": "alice@example.com", "email_verified": true})
+        ));
+        assert!(ok(
+            json!({"sub": "2", "email": "bob@example.org", "email_verified": "true"})
+        ));
+        assert!(!ok(
+            json!({"sub": "3", "email": "eve@example.net", "email_verified": true})
+        ));
+        assert!(!ok(json!({"sub": "4"})));
+        // An address not said to be verified neither matches a user nor a domain: false, a
+        // missing claim, and anything but `true`/"true".
+        for verified in [
+            json!(false),
+            json!(null),
+            json!("False"),
+            json!(0),
+            json!(1),
+        ] {
+            for email in ["alice@example.com", "x@example.org"] {
+                assert!(
+                    !ok(json!({"sub": "5", "email": email, "email_verified": verified})),
+                    "{email} {verified}"
+                );
+            }
+        }
+        assert!(!ok(json!({"sub": "5", "email": "alice@example.com"})));
+        assert!(!ok(json!({"sub": "6", "email": "x@example.org"})));
         // A look-alike domain does not match.
-        assert!(check(&p, &claims(json!({"email": "x@evil-example.org"}))).is_err());
+        assert!(!ok(
+            json!({"email": "x@evil-example.org", "email_verified": true})
+        ));
+    }
+
+    #[test]
+    fn an_unverified_email_is_no_identifier() {
+        let mut p = policy(&["alice@example.com"], &[], &[]);
+        p.user_claim = "email".into();
+        let unverified = claims(json!({"sub": "u", "email": "alice@example.com"}));
+        assert_eq!(user_value(&p, &unverified), None);
+        assert!(check(&p, &unverified).is_err());
+        let verified =
+            claims(json!({"sub": "u", "email": "alice@example.com", "email_verified": true}));
+        assert_eq!(
+            user_value(&p, &verified).as_deref(),
+            Some("alice@example.com")
+        );
+        assert!(check(&p, &verified).is_ok());
+        // Other identifier claims are taken as they are.
+        p.user_claim = "preferred_username".into();
+        let named = claims(json!({"sub": "u", "preferred_username": "alice"}));
+        assert_eq!(user_value(&p, &named).as_deref(), Some("alice"));
     }
 
     #[test]

@@ -305,13 +305,13 @@ pub(crate) static KEYS: &[KeySpec] = &[
       "Remove oidc-guard's own cookies from the request forwarded to the backend."),
     // --- policy
     k("allowedUsers", Kind::List, Def::None,
-      "Only these users (values of `userIdentifierClaim`) are allowed. Given but empty is an error, never \"allow everyone\"."),
+      "Only these users (values of `userIdentifierClaim`, or a verified `email`) are allowed. Given but empty is an error, never \"allow everyone\"."),
     k("allowedUserDomains", Kind::List, Def::None,
-      "Only users whose `email` is in one of these domains are allowed (OR with `allowedUsers`)."),
+      "Only users whose `email` is in one of these domains are allowed (OR with `allowedUsers`). The address counts only with `email_verified: true` in the token; a missing `email_verified` is not verified."),
     k("allowedRolesAndGroups", Kind::List, Def::None,
       "The user needs at least one of these values in `roleClaimName` or `groupClaimName`."),
     k("userIdentifierClaim", Kind::Str, Def::Value("sub"),
-      "Claim that identifies the user (`X-Forwarded-User`, `allowedUsers`). traefikoidc used `email`: set `email` to keep its behaviour."),
+      "Claim that identifies the user (`X-Forwarded-User`, `allowedUsers`). traefikoidc used `email`: set `email` to keep its behaviour; then only a verified address (`email_verified: true`) identifies a user, and a token without one is refused."),
     k("roleClaimName", Kind::Str, Def::Value("roles"), "Claim holding the user's roles."),
     k("groupClaimName", Kind::Str, Def::Value("groups"), "Claim holding the user's groups."),
     // --- upstream

@@ -612,12 +612,21 @@ fn the_policy_applies_to_bearer_identities() {
     assert!(www(&ex)[0].contains("insufficient_scope"));
     let w = World::new(json!({"userIdentifierClaim": "email"}));
     let mut p = w.replica();
-    let ex = get("/api", &format!("Bearer {}", w.token(&w.claims())));
+    let mut claims = w.claims();
+    claims["email_verified"] = json!(true);
+    let ex = get("/api", &format!("Bearer {}", w.token(&claims)));
     assert!(p.handle(&ex));
     assert_eq!(
         ex.upstream_header("x-forwarded-user").as_deref(),
         Some("alice@example.com")
     );
+    // An address the provider did not say it verified identifies no one.
+    for verified in [json!(false), json!(null)] {
+        claims["email_verified"] = verified;
+        let ex = get("/api", &format!("Bearer {}", w.token(&claims)));
+        assert!(!p.handle(&ex));
+        assert_eq!(ex.upstream_header("x-forwarded-user"), None);
+    }
 }
 
 // -------------------------------------------------------------------------------------------
