@@ -50,6 +50,15 @@ pub fn normalize(uri: &str) -> NormalPath {
     if decoded.contains('%') || decoded.contains('\\') || decoded.contains('\0') {
         return NormalPath::Ambiguous;
     }
+    // A dot segment with path parameters (`..;`, `.;x`): Tomcat, Jetty and Spring strip `;…`
+    // from each segment before resolving dots, so `/public/..;/admin` is `/admin` to them while
+    // RFC 3986 keeps `..;` as a name. Never excluded.
+    if decoded
+        .split('/')
+        .any(|seg| seg.contains(';') && matches!(seg.split(';').next(), Some("." | "..")))
+    {
+        return NormalPath::Ambiguous;
+    }
     NormalPath::Clean(remove_dot_segments(&decoded))
 }
 
@@ -198,9 +207,18 @@ mod tests {
             "/public/%",
             "/public/%00",
             "/public/%ff",
+            "/public/..;/admin",
+            "/public/..;x=1/admin",
+            "/public/%2e%2e;/admin",
+            "/public/..%3b/admin",
+            "/public/.;/x",
         ] {
             assert_eq!(normalize(p), NormalPath::Ambiguous, "{p}");
         }
+        // Parameters on ordinary segments are names as RFC 3986 has them (not under /public
+        // unless the segment is `public` itself, so never a wider exclusion).
+        assert_eq!(clean("/public;x/y"), "/public;x/y");
+        assert_eq!(clean("/public/a;b/../c"), "/public/c");
     }
 
     #[test]
