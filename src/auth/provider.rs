@@ -448,7 +448,20 @@ impl ProviderState {
         let body = self.get_json(&uri, d)?;
         let keys = Jwks::parse(&body).map_err(|e| ProviderError::Invalid(format!("JWKS: {e}")))?;
         if keys.is_empty() {
-            return Err(ProviderError::Invalid("JWKS has no usable key".into()));
+            // The provider answered, with no key we can use: that is its key set now (say it
+            // withdrew a compromised key). Replace the cached set rather than serving the old
+            // keys as stale for a day; a token with a new `kid` still triggers a refetch. Not
+            // shared: another replica should ask for itself.
+            d.log.push((
+                LogLevel::Warn,
+                format!("oidc-guard: the provider's JWKS ({uri}) has no usable signing key; every token is refused until it has one"),
+            ));
+            let keys = Rc::new(keys);
+            self.jwks = Some(Cached {
+                value: keys.clone(),
+                fetched_ms: now,
+            });
+            return Ok(keys);
         }
         let keys = Rc::new(keys);
         self.jwks = Some(Cached {

@@ -133,6 +133,15 @@ impl DpopValidation {
             }
             Err(e) => return Err(e),
         };
+        // Step 13 (the key is the one the access token is bound to), checked before the
+        // signature: a hash instead of a public-key operation, so a proof signed with some
+        // other (say 8192-bit RSA) key is refused for the price of one SHA-256.
+        let jkt = jwk.thumbprint();
+        if let Some(want) = req.expected_jkt {
+            if !ct_eq(jkt.as_bytes(), want.as_bytes()) {
+                return Err(DpopError::KeyMismatch.into());
+            }
+        }
         // Step 6: the signature verifies with that key, whose type fits alg.
         jws.verify_with(&jwk)?;
         let c = Claims::parse(jws.payload())?;
@@ -179,13 +188,6 @@ impl DpopValidation {
                 b64_encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
             if !ct_eq(ath.as_bytes(), want.as_bytes()) {
                 return Err(DpopError::AthMismatch.into());
-            }
-        }
-        // Step 13: the key is the one the access token is bound to.
-        let jkt = jwk.thumbprint();
-        if let Some(want) = req.expected_jkt {
-            if !ct_eq(jkt.as_bytes(), want.as_bytes()) {
-                return Err(DpopError::KeyMismatch.into());
             }
         }
         Ok(DpopProof {

@@ -428,25 +428,24 @@ impl Jwks {
     /// [`MAX_CANDIDATES`] of them.
     ///
     /// # Errors
-    /// [`JwtError::UnknownKid`] when the token's `kid` matches nothing (refetch the JWKS, rate
-    /// limited), [`JwtError::NoSuitableKey`] when no candidate fits the algorithm,
+    /// [`JwtError::UnknownKid`] when no key has the token's `kid` and no key without a `kid`
+    /// verified it (refetch the JWKS, rate limited), [`JwtError::NoSuitableKey`] when no candidate fits the algorithm,
     /// [`JwtError::BadSignature`] when no candidate verifies.
     pub fn verify(&self, jws: &Jws<'_>) -> Result<&Jwk, JwtError> {
         let alg = jws.header().alg();
+        let kid_unknown = jws
+            .header()
+            .kid()
+            .is_some_and(|kid| !self.contains_kid(kid));
         let by_kid: Vec<&Jwk> = match jws.header().kid() {
-            Some(kid) => {
-                let named: Vec<&Jwk> = self.keys.iter().filter(|k| k.kid() == Some(kid)).collect();
-                if named.is_empty() {
-                    let anonymous: Vec<&Jwk> =
-                        self.keys.iter().filter(|k| k.kid().is_none()).collect();
-                    if anonymous.is_empty() {
-                        return Err(JwtError::UnknownKid);
-                    }
-                    anonymous
-                } else {
-                    named
+            Some(_) if kid_unknown => {
+                let anonymous: Vec<&Jwk> = self.keys.iter().filter(|k| k.kid().is_none()).collect();
+                if anonymous.is_empty() {
+                    return Err(JwtError::UnknownKid);
                 }
+                anonymous
             }
+            Some(kid) => self.keys.iter().filter(|k| k.kid() == Some(kid)).collect(),
             None => self.keys.iter().collect(),
         };
         let mut tried = 0;
@@ -460,7 +459,13 @@ impl Jwks {
                 return Ok(key);
             }
         }
-        if tried == 0 {
+        if kid_unknown {
+            // No key has the token's `kid` and no key without one verified it: still an unknown
+            // `kid` to the caller, so a provider that has just rotated to a new key is asked
+            // again (otherwise its key-less entries turned every new-key token into a bad
+            // signature until the JWKS cache expired).
+            Err(JwtError::UnknownKid)
+        } else if tried == 0 {
             Err(JwtError::NoSuitableKey)
         } else {
             Err(JwtError::BadSignature)

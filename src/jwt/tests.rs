@@ -306,6 +306,29 @@ fn kid_falls_back_to_kidless_keys_only() {
         base().verify(&tok, &jwks(&[&other]), NOW).unwrap_err(),
         JwtError::UnknownKid
     );
+    // Key-less and named keys mixed, a token from a key the set does not have yet (the provider
+    // just rotated): still UnknownKid when the key-less keys do not verify it, so the caller
+    // refetches instead of calling it a bad signature.
+    let mut anon_other = other.jwk.clone();
+    anon_other.as_object_mut().unwrap().remove("kid");
+    let third = TestKey::p256("third");
+    let mixed = Jwks::parse(
+        json!({"keys": [anon_other, third.jwk.clone()]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        base().verify(&tok, &mixed, NOW).unwrap_err(),
+        JwtError::UnknownKid
+    );
+    // A known kid with a bad signature stays a bad signature.
+    let h = json!({"alg": "ES256", "kid": third.kid()}).to_string();
+    let forged = raw_token(&h, &claims().to_string(), &e, "ES256");
+    assert_eq!(
+        base().verify(&forged, &mixed, NOW).unwrap_err(),
+        JwtError::BadSignature
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1689,6 +1712,12 @@ fn logout_token_rules() {
         v(with(logout_claims(), "aud", json!("other"))).unwrap_err(),
         JwtError::WrongAudience
     );
+    // Validated like an ID token's (OIDC Core 3.1.3.7 step 3): no untrusted extra audience.
+    assert_eq!(
+        v(with(logout_claims(), "aud", json!([CLIENT, "evil"]))).unwrap_err(),
+        JwtError::WrongAudience
+    );
+    assert!(v(with(logout_claims(), "aud", json!([CLIENT]))).is_ok());
     assert_eq!(
         v(with(logout_claims(), "iss", json!("https://evil"))).unwrap_err(),
         JwtError::WrongIssuer
@@ -1992,6 +2021,20 @@ fn dpop_claim_rules() {
     assert_eq!(
         check(dpop_claims(), dpop_req(Some(&other))).unwrap_err(),
         JwtError::Dpop(DpopError::KeyMismatch)
+    );
+    // The binding is checked before the signature: a proof whose key is not the bound one is
+    // refused without a public-key operation (its signature is not even looked at).
+    let proof = dpop_proof("ES256", &e, json!({}), &dpop_claims());
+    let (signed, _) = proof.rsplit_once('.').unwrap();
+    let garbage = format!("{signed}.{}", b64(&[7; 64]));
+    assert_eq!(
+        v.verify(&garbage, &dpop_req(Some(&other)), NOW)
+            .unwrap_err(),
+        JwtError::Dpop(DpopError::KeyMismatch)
+    );
+    assert_eq!(
+        v.verify(&garbage, &dpop_req(Some(&jkt)), NOW).unwrap_err(),
+        JwtError::BadSignature
     );
     // server nonce
     let with_nonce = DpopRequest {

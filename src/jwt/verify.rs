@@ -205,6 +205,16 @@ impl Validation {
         self.check_time(c, now)
     }
 
+    /// OIDC Core 3.1.3.7 step 3: a token "MUST be rejected if ... it contains additional
+    /// audiences not trusted by the Client" — every `aud` entry must be a configured audience.
+    fn only_trusted_audiences(&self, aud: &[&str]) -> Result<(), JwtError> {
+        if aud.iter().all(|a| self.audiences.iter().any(|t| t == a)) {
+            Ok(())
+        } else {
+            Err(JwtError::WrongAudience)
+        }
+    }
+
     /// `exp` (required), `nbf`, `iat` against `now` with the skew (RFC 7519 §4.1.4–6).
     fn check_time(&self, c: &Claims, now: u64) -> Result<(), JwtError> {
         let now = i64::try_from(now).unwrap_or(i64::MAX);
@@ -335,12 +345,7 @@ impl IdTokenValidation {
         if !aud.iter().any(|a| *a == self.client_id) {
             return Err(JwtError::WrongAudience);
         }
-        if !aud
-            .iter()
-            .all(|a| self.base.audiences.iter().any(|t| t == a))
-        {
-            return Err(JwtError::WrongAudience);
-        }
+        self.base.only_trusted_audiences(&aud)?;
         // Step 4: with several audiences, azp is required.
         let azp = c.checked_str("azp")?;
         if aud.len() > 1 && azp.is_none() {
@@ -502,7 +507,9 @@ impl LogoutTokenValidation {
             Some(t) => typ_is(t, "logout+jwt") || typ_is(t, "jwt"),
         })?;
         let c = v.into_claims();
-        // Step 3: iss, aud (checked above), iat and jti present.
+        // Step 3: iss, aud (contains the client ID: checked above; and, "in the same way as for
+        // ID Tokens", no audience the client does not trust), iat and jti present.
+        self.base.only_trusted_audiences(&c.audiences()?)?;
         if c.get("iat").is_none() {
             return Err(JwtError::MissingClaim("iat"));
         }

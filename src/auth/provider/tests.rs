@@ -223,6 +223,51 @@ fn unknown_kid_refetches_at_most_once_per_interval() {
 }
 
 #[test]
+fn an_emptied_key_set_withdraws_the_old_keys() {
+    let key = EcKey::generate("k1");
+    let mut w = World::new(
+        ScriptedFetch::default()
+            .route(
+                &format!("{URL}/.well-known/openid-configuration"),
+                200,
+                &discovery(URL),
+            )
+            .route(&format!("{URL}/jwks"), 200, &key.jwks()),
+    );
+    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
+    let now = w.clock.now_secs();
+    let token = key.sign(
+        json!({}),
+        &json!({"iss": URL, "aud": "api", "exp": now + 3600}),
+    );
+    let verify = |k: &Jwks| {
+        crate::jwt::Validation::new(URL)
+            .audience("api")
+            .verify(&token, k, now)
+            .map(|_| ())
+    };
+    assert!(p.verify(&mut w.deps(), verify).is_ok());
+    // The provider withdraws its key (an empty set, or only keys we cannot use).
+    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
+    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, r#"{"keys": []}"#);
+    w.clock.advance(JWKS_TTL_MS);
+    assert_eq!(
+        p.verify(&mut w.deps(), verify),
+        Err(VerifyError::Token(JwtError::UnknownKid)),
+        "the old key is not served as stale"
+    );
+    assert!(w
+        .log
+        .iter()
+        .any(|(_, l)| l.contains("no usable signing key")));
+    // It publishes a key again: found at the next unknown-kid refetch.
+    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
+    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, &key.jwks());
+    w.clock.advance(UNKNOWN_KID_REFETCH_MS);
+    assert!(p.verify(&mut w.deps(), verify).is_ok());
+}
+
+#[test]
 fn static_configuration_never_fetches() {
     let key = EcKey::generate("s");
     let cfg = Config::parse(
