@@ -828,7 +828,10 @@ pub fn redis_options(cfg: &Config) -> Option<crate::resp::RedisOptions> {
         sentinel,
         cluster_mode,
         max_redirects,
-        max_retries: r.max_retries,
+        // The tiered store retries every operation `maxRetries` times (the client forgets the
+        // Sentinel master or the slot map on each failure, so a retry rediscovers it); the client
+        // retrying as well made it (1 + maxRetries)² tries.
+        max_retries: 0,
         timeouts: crate::net::Timeouts {
             connect: r.dial_timeout,
             read: r.read_timeout,

@@ -260,5 +260,5 @@ impl Exchange for WasmExchange<'_> {
 
 /// Writes a line through Traefik's logger (usable outside a request, e.g. at start-up).
 pub fn host_log(level: LogLevel, message: &str) {
-    log::write(level as i32, message.as_bytes());
+    log::write(level as i32, crate::http::log_line(message).as_bytes());
 }

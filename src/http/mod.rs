@@ -51,6 +51,33 @@ pub trait Exchange {
     fn log(&self, level: LogLevel, message: &str);
 }
 
+/// The longest log line written; longer messages are cut (at a character boundary) and marked.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// A message made safe for one log line: CR, LF and other control characters escaped (text from
+/// a token, a provider or a Redis reply cannot start a forged log line), and at most
+/// [`MAX_LOG_LINE`] bytes (a 16 MiB error reply cannot flood the log). Borrowed when already safe.
+pub fn log_line(message: &str) -> std::borrow::Cow<'_, str> {
+    let safe = |c: char| !c.is_control() || c == '\t';
+    if message.len() <= MAX_LOG_LINE && message.chars().all(safe) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_LOG_LINE) + 16);
+    for c in message.chars() {
+        if out.len() >= MAX_LOG_LINE {
+            out.push_str("…(cut)");
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if safe(c) => out.push(c),
+            c => out.push_str(&c.escape_unicode().to_string()),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Log levels as the http-wasm ABI numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -62,4 +89,27 @@ pub enum LogLevel {
     Warn = 1,
     /// Error.
     Error = 2,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn log_lines_are_one_line_and_bounded() {
+        assert!(matches!(
+            log_line("plain\ttext é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            log_line("role x\r\n2026 level=error forged\u{1b}[31m"),
+            "role x\\r\\n2026 level=error forged\\u{1b}[31m"
+        );
+        let long = "é".repeat(MAX_LOG_LINE);
+        let cut = log_line(&long);
+        assert!(cut.len() <= MAX_LOG_LINE + 16, "{}", cut.len());
+        assert!(cut.ends_with("…(cut)"));
+        assert!(!log_line(&"\n".repeat(10_000)).contains('\n'));
+    }
 }

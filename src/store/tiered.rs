@@ -773,15 +773,16 @@ impl TieredStore {
                     }
                     // The L2 answered; the value is simply too large for it. Not an outage.
                     Err(StoreError::TooLarge) => return Err(StoreError::TooLarge),
-                    // The L2 answered with a value that does not open: counted and reported,
-                    // but not an outage either — garbage planted under one key must not open
-                    // the breaker for every key. Not retried (the same value would come back).
+                    // The L2 answered with a value that does not open: counted, reported and
+                    // retried (a reply that belonged to another request's socket comes right on
+                    // a new connection), but not an outage — garbage planted under one key must
+                    // not open the breaker for every key.
                     Err(StoreError::Integrity) => {
                         self.counters.errors += 1;
                         self.counters.integrity_failures += 1;
                         let ev = StoreEvent::Integrity { namespace: ns.0 };
                         push_event(&mut self.events, &mut self.dropped_events, ev);
-                        return Err(StoreError::Integrity);
+                        last = StoreError::Integrity;
                     }
                     Err(e) => {
                         self.counters.errors += 1;
@@ -797,6 +798,9 @@ impl TieredStore {
                     }
                 }
             }
+        }
+        if last == StoreError::Integrity {
+            return Err(last);
         }
         // One breaker failure per operation, whatever the retries.
         if self.breaker.stats().consecutive_failures == 0 {
