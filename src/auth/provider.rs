@@ -55,6 +55,9 @@ pub struct Metadata {
     pub revocation_endpoint: Option<String>,
     /// `code_challenge_methods_supported` (RFC 8414).
     pub code_challenge_methods: Vec<String>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207 §3): the provider puts `iss`
+    /// in every authorization response, so a response without it is refused.
+    pub iss_parameter_supported: bool,
 }
 
 /// Why the provider could not be used.
@@ -196,6 +199,7 @@ impl ProviderState {
                 end_session_endpoint: None,
                 revocation_endpoint: None,
                 code_challenge_methods: Vec::new(),
+                iss_parameter_supported: false,
             }));
             self.metadata = Some(Cached {
                 value: m.clone(),
@@ -380,6 +384,10 @@ impl ProviderState {
             end_session_endpoint: endpoint("end_session_endpoint")?,
             revocation_endpoint: endpoint("revocation_endpoint")?,
             code_challenge_methods: methods,
+            iss_parameter_supported: obj
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }))
     }
 

@@ -333,15 +333,25 @@ fn complete(
             other.to_string(),
         ),
     })?;
-    // RFC 9207 §2.4: when the response names its issuer, it must be ours (mix-up defence).
-    if let Some(iss) = param("iss") {
-        if iss != metadata.issuer {
+    // RFC 9207 §2.4: when the response names its issuer, it must be ours (mix-up defence); a
+    // provider that says it always names it (authorization_response_iss_parameter_supported)
+    // must have named it.
+    match param("iss") {
+        Some(iss) if iss != metadata.issuer => {
             return Err(fail(
                 400,
                 START_AGAIN,
                 "the iss parameter of the response is not the provider's issuer (RFC 9207)",
             ));
         }
+        None if metadata.iss_parameter_supported => {
+            return Err(fail(
+                400,
+                START_AGAIN,
+                "the response has no iss parameter, which the provider says it always sends (RFC 9207 §2.4)",
+            ));
+        }
+        _ => {}
     }
     let code = param("code")
         .filter(|c| !c.is_empty() && c.len() <= 4096)

@@ -789,6 +789,53 @@ fn mix_up_iss_parameter_is_refused() {
 }
 
 #[test]
+fn a_provider_that_always_sends_iss_must_send_it() {
+    let (mut p, idp, clock, mut jar) = setup(json!({}));
+    {
+        let mut n = idp.net.0.borrow_mut();
+        let url = format!("{ISSUER}/.well-known/openid-configuration");
+        let mut disco: Value = serde_json::from_str(&n.routes[&url].1).unwrap();
+        disco["authorization_response_iss_parameter_supported"] = json!(true);
+        n.routes.insert(url, (200, disco.to_string()));
+    }
+    let login = |p: &mut Plugin, jar: &mut Jar, iss: &str| {
+        let auth = start(p, jar, "/a");
+        let state = query(&auth, "state").unwrap();
+        // A token answer is queued only when a token request will follow (one left unused
+        // would answer the next login).
+        if iss.is_empty() {
+            return nav(p, jar, &format!("/oauth2/callback?code=c&state={state}"));
+        }
+        idp.answer(
+            200,
+            idp.tokens(
+                &idp.sign(&Idp::claims(
+                    &query(&auth, "nonce").unwrap(),
+                    clock.now_ms() / 1000,
+                )),
+                None,
+                300,
+            ),
+        );
+        nav(
+            p,
+            jar,
+            &format!("/oauth2/callback?code=c&state={state}{iss}"),
+        )
+    };
+    let r = login(&mut p, &mut jar, "");
+    assert_eq!(r.status, Some(400));
+    assert!(
+        idp.net.token_requests().is_empty(),
+        "RFC 9207 §2.4: refused before the code is used"
+    );
+    let iss = format!("&iss={}", crate::http::form::encode(ISSUER));
+    let r = login(&mut p, &mut jar, &iss);
+    assert_eq!(r.status, Some(302), "{}", r.body);
+    assert_eq!(idp.net.token_requests().len(), 1);
+}
+
+#[test]
 fn provider_down_gives_503_not_a_loop() {
     let (mut p, idp, _clock, mut jar) = setup(json!({}));
     idp.net.0.borrow_mut().down = true;
