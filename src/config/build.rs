@@ -553,6 +553,14 @@ impl Ctx<'_> {
                 }
             }
         }
+        if browser.is_some() && !store.shared() {
+            // Not an error (one Traefik, cookie sessions, no Redis is a legitimate set-up), but
+            // the operator must know what logout means there: every pooled guest instance has
+            // its own memory.
+            self.warnings.push(
+                "browser sessions without a shared store (no redis or store.mode: memory): logout, the login state's single use and the refresh lock hold only in the guest instance that handled them; a session cookie copied before logout keeps working elsewhere until it expires. Configure redis for cluster-wide logout".to_string(),
+            );
+        }
         if !replay.enabled {
             for k in single_use.iter().filter(|k| **k != "backchannelLogout") {
                 self.err(k, "needs replay detection, but replay.enabled is false (or disableReplayDetection is true)");

@@ -409,6 +409,11 @@ fn minimal_login_and_its_defaults() {
     assert!(!c.skip_auth_preflight);
     assert_eq!(c.log_level, LogLevel::Info);
     assert!(c.health.path.is_none() && c.health.metrics_path.is_none());
+    // Memory mode: one warning, what logout means without a shared store.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("logout"), "{:?}", c.warnings);
+    // With Redis, none.
+    let c = ok(&login(json!({"redis": {"address": "127.0.0.1:6379"}})));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -504,7 +509,11 @@ fn allowed_emails_with_sub_identifier_warn() {
         json!({"allowedUsers": ["alice@example.com"], "userIdentifierClaim": "email"}),
     ));
     assert_eq!(c.policy.user_claim, "email");
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("userIdentifierClaim")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
