@@ -120,7 +120,17 @@ fn operations(flavor: Flavor) {
     let kb = key("bin");
     c.set(&kb, &bin, Duration::from_secs(5)).unwrap();
     assert_eq!(c.get(&kb).unwrap().unwrap(), bin);
-    let big = vec![0x5a; 3 * 1024 * 1024 + 7];
+    let big = vec![0x5a; 3 * 1024 * 1024 / 2 + 7];
+    c.set(&kb, &big, Duration::from_secs(5)).unwrap();
+    assert_eq!(c.get(&kb).unwrap().unwrap(), big);
+    // A value past the client's reply limit (2 MiB; the store writes at most 1 MiB) is refused
+    // as a protocol error, and the client goes on working on a new connection.
+    let huge = vec![0x5a; 3 * 1024 * 1024 + 7];
+    c.set(&kb, &huge, Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(c.get(&kb), Err(StoreError::Protocol(ref m)) if m.contains("exceeds the limit")),
+        "a reply over the limit is a protocol error"
+    );
     c.set(&kb, &big, Duration::from_secs(5)).unwrap();
     assert_eq!(c.get(&kb).unwrap().unwrap(), big);
 
