@@ -253,6 +253,15 @@ impl<D: Dialer> RedisClient<D> {
                                     self.max_redirects
                                 )));
                             }
+                            let (Redirect::Moved(_, a) | Redirect::Ask(_, a)) = &r;
+                            if !self.slots.nodes().contains(a) && !self.known_nodes.contains(a) {
+                                // A redirection to a node no CLUSTER SLOTS announced is not
+                                // followed (the client would send it AUTH with our password):
+                                // the map is reloaded from the configured and known nodes, and
+                                // a node that really joined is in the new map.
+                                self.slots.clear();
+                                continue;
+                            }
                             match r {
                                 Redirect::Moved(s, a) => {
                                     self.stats.moved += 1;

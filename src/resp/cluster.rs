@@ -197,9 +197,10 @@ impl SlotMap {
                 None => return Err(bad("expected a host")),
             };
             let port = match master.get(1) {
-                Some(Frame::Integer(p)) => {
-                    u16::try_from(*p).map_err(|_| bad("port out of range"))?
-                }
+                Some(Frame::Integer(p)) => u16::try_from(*p)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad("port out of range"))?,
                 _ => return Err(bad("expected a port")),
             };
             let i = map.index(NodeAddr { host, port });
@@ -236,7 +237,7 @@ impl Redirect {
         let addr = match addr.strip_prefix(':') {
             Some(port) => NodeAddr {
                 host: replied.host.clone(),
-                port: port.parse().ok()?,
+                port: port.parse().ok().filter(|p| *p != 0)?,
             },
             None => NodeAddr::parse(addr, 0).ok().filter(|a| a.port != 0)?,
         };
@@ -348,5 +349,8 @@ mod tests {
         assert_eq!(Redirect::parse("MOVED 99999 h:1", &me), None);
         assert_eq!(Redirect::parse("ERR x y", &me), None);
         assert_eq!(Redirect::parse("MOVED 1", &me), None);
+        // Port 0 is nobody's address.
+        assert_eq!(Redirect::parse("MOVED 1 :0", &me), None);
+        assert_eq!(Redirect::parse("ASK 1 h:0", &me), None);
     }
 }

@@ -881,3 +881,87 @@ fn redis_cluster() {
     // ASK does not change the map: the slot still routes to the source first.
     assert_eq!(c.stats().moved, before.moved);
 }
+
+/// A one-node "cluster" on 127.0.0.1 that owns every slot but answers every `GET` with `MOVED`
+/// to `target`: a compromised or confused node trying to send the client (and its `AUTH`)
+/// somewhere else.
+fn lying_node(target: String) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    listener.set_nonblocking(true).unwrap();
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let (mut s, _) = match listener.accept() {
+                Ok(c) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match oidc_guard::resp::frame::parse(&buf) {
+                    Ok((Frame::Array(args), used)) => {
+                        buf.drain(..used);
+                        let name = args.first().and_then(Frame::as_bytes).unwrap_or_default();
+                        let reply = if name.eq_ignore_ascii_case(b"AUTH") {
+                            "+OK\r\n".to_string()
+                        } else if name.eq_ignore_ascii_case(b"CLUSTER") {
+                            format!(
+                                "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n"
+                            )
+                        } else {
+                            let slot =
+                                key_slot(args.get(1).and_then(Frame::as_bytes).unwrap_or_default());
+                            format!("-MOVED {slot} {target}\r\n")
+                        };
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    });
+    (format!("127.0.0.1:{port}"), handle)
+}
+
+#[test]
+fn cluster_redirects_to_unannounced_nodes_are_not_followed() {
+    // The place the lying node points at: anything connecting there is counted.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let (seed, _node) = lying_node(trap.local_addr().unwrap().to_string());
+    let mut c = client(&RedisOptions {
+        addresses: vec![seed],
+        password: Some(Password::new("secret")),
+        cluster_mode: true,
+        max_redirects: 3,
+        ..opts("unused:1")
+    });
+    let err = c.get(&key("lie")).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Protocol(ref m) if m.contains("redirections")),
+        "{err:?}"
+    );
+    assert!(
+        trap.accept().is_err(),
+        "the client connected to a node no CLUSTER SLOTS announced"
+    );
+    assert_eq!(c.stats().moved, 0);
+    assert!(c.stats().slot_loads >= 2, "the map was reloaded instead");
+}
