@@ -436,7 +436,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         .env(&[env("REDIS_DIAL_TIMEOUT"), env("REDIS_CONNECT_TIMEOUT"),
                EnvVar { name: "REDIS_TIMEOUT", form: EnvForm::Generic }]),
     k("redis.readTimeout", dur(10, MIN), Def::Value("1s"),
-      "Time a reply may take; a request never waits longer for the store.")
+      "Time a reply may take: each read waits at most this long, and a reply not complete once it has passed is abandoned (a server trickling bytes holds a request at most about twice this).")
         .env(&[env("REDIS_READ_TIMEOUT"), EnvVar { name: "REDIS_TIMEOUT", form: EnvForm::Generic }]),
     k("redis.writeTimeout", dur(10, MIN), Def::Value("1s"), "Time a write may take.")
         .env(&[env("REDIS_WRITE_TIMEOUT"), EnvVar { name: "REDIS_TIMEOUT", form: EnvForm::Generic }]),
