@@ -798,39 +798,21 @@ fn a_provider_that_always_sends_iss_must_send_it() {
         disco["authorization_response_iss_parameter_supported"] = json!(true);
         n.routes.insert(url, (200, disco.to_string()));
     }
-    let login = |p: &mut Plugin, jar: &mut Jar, iss: &str| {
-        let auth = start(p, jar, "/a");
-        let state = query(&auth, "state").unwrap();
-        // A token answer is queued only when a token request will follow (one left unused
-        // would answer the next login).
-        if iss.is_empty() {
-            return nav(p, jar, &format!("/oauth2/callback?code=c&state={state}"));
-        }
-        idp.answer(
-            200,
-            idp.tokens(
-                &idp.sign(&Idp::claims(
-                    &query(&auth, "nonce").unwrap(),
-                    clock.now_ms() / 1000,
-                )),
-                None,
-                300,
-            ),
-        );
-        nav(
-            p,
-            jar,
-            &format!("/oauth2/callback?code=c&state={state}{iss}"),
-        )
-    };
-    let r = login(&mut p, &mut jar, "");
+    // No iss: refused before the code is used.
+    let auth = start(&mut p, &mut jar, "/a");
+    let state = query(&auth, "state").unwrap();
+    let r = nav(
+        &mut p,
+        &mut jar,
+        &format!("/oauth2/callback?code=c&state={state}"),
+    );
     assert_eq!(r.status, Some(400));
     assert!(
         idp.net.token_requests().is_empty(),
         "RFC 9207 §2.4: refused before the code is used"
     );
-    let iss = format!("&iss={}", crate::http::form::encode(ISSUER));
-    let r = login(&mut p, &mut jar, &iss);
+    // With iss (as `login` sends it): accepted.
+    let r = login(&mut p, &mut jar, &idp, &clock, "/a", None, 300);
     assert_eq!(r.status, Some(302), "{}", r.body);
     assert_eq!(idp.net.token_requests().len(), 1);
 }

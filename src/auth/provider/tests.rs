@@ -177,33 +177,50 @@ fn provider_down_backs_off_then_recovers() {
     assert!(p.metadata(&mut w.deps()).is_ok());
 }
 
-#[test]
-fn unknown_kid_refetches_at_most_once_per_interval() {
-    let old = EcKey::generate("old");
-    let new = EcKey::generate("new");
-    let mut w = World::new(
+/// A provider discovered at `URL` serving `jwks`, and a token signed by `signer` valid for an
+/// hour, with the check a bearer request makes.
+fn rotating(jwks: &str, signer: &EcKey) -> (World, ProviderState, String) {
+    let w = World::new(
         ScriptedFetch::default()
             .route(
                 &format!("{URL}/.well-known/openid-configuration"),
                 200,
                 &discovery(URL),
             )
-            .route(&format!("{URL}/jwks"), 200, &old.jwks()),
+            .route(&format!("{URL}/jwks"), 200, jwks),
     );
-    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
+    let p = ProviderState::new(&config(json!({})), false).unwrap();
     let now = w.clock.now_secs();
-    let token = new.sign(
+    let token = signer.sign(
         json!({}),
-        &json!({"iss": URL, "aud": "api", "exp": now + 60}),
+        &json!({"iss": URL, "aud": "api", "exp": now + 3600}),
     );
-    let verify = |k: &Jwks| {
+    (w, p, token)
+}
+
+fn check_token(token: &str, now: u64) -> impl Fn(&Jwks) -> Result<(), JwtError> + '_ {
+    move |k: &Jwks| {
         crate::jwt::Validation::new(URL)
             .audience("api")
-            .verify(&token, k, now)
+            .verify(token, k, now)
             .map(|_| ())
-    };
+    }
+}
+
+/// Makes the scripted provider answer `body` for its JWKS from now on.
+fn serve_jwks(w: &mut World, status: u16, body: &str) {
+    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
+    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), status, body);
+}
+
+#[test]
+fn unknown_kid_refetches_at_most_once_per_interval() {
+    let old = EcKey::generate("old");
+    let new = EcKey::generate("new");
+    let (mut w, mut p, token) = rotating(&old.jwks(), &new);
+    let verify = check_token(&token, w.clock.now_secs());
     assert_eq!(
-        p.verify(&mut w.deps(), verify),
+        p.verify(&mut w.deps(), &verify),
         Err(VerifyError::Token(JwtError::UnknownKid))
     );
     assert_eq!(
@@ -212,47 +229,29 @@ fn unknown_kid_refetches_at_most_once_per_interval() {
         "one refetch for the unknown kid"
     );
     // A second unknown kid right away does not refetch.
-    assert!(p.verify(&mut w.deps(), verify).is_err());
+    assert!(p.verify(&mut w.deps(), &verify).is_err());
     assert_eq!(w.fetch.count(&format!("{URL}/jwks")), 2);
     // The provider rotates its keys; after the interval the new key is found.
-    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
-    let both = json!({"keys": [old.jwk(), new.jwk()]}).to_string();
-    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, &both);
+    serve_jwks(
+        &mut w,
+        200,
+        &json!({"keys": [old.jwk(), new.jwk()]}).to_string(),
+    );
     w.clock.advance(UNKNOWN_KID_REFETCH_MS);
-    assert!(p.verify(&mut w.deps(), verify).is_ok());
+    assert!(p.verify(&mut w.deps(), &verify).is_ok());
 }
 
 #[test]
 fn an_emptied_key_set_withdraws_the_old_keys() {
     let key = EcKey::generate("k1");
-    let mut w = World::new(
-        ScriptedFetch::default()
-            .route(
-                &format!("{URL}/.well-known/openid-configuration"),
-                200,
-                &discovery(URL),
-            )
-            .route(&format!("{URL}/jwks"), 200, &key.jwks()),
-    );
-    let mut p = ProviderState::new(&config(json!({})), false).unwrap();
-    let now = w.clock.now_secs();
-    let token = key.sign(
-        json!({}),
-        &json!({"iss": URL, "aud": "api", "exp": now + 3600}),
-    );
-    let verify = |k: &Jwks| {
-        crate::jwt::Validation::new(URL)
-            .audience("api")
-            .verify(&token, k, now)
-            .map(|_| ())
-    };
-    assert!(p.verify(&mut w.deps(), verify).is_ok());
+    let (mut w, mut p, token) = rotating(&key.jwks(), &key);
+    let verify = check_token(&token, w.clock.now_secs());
+    assert!(p.verify(&mut w.deps(), &verify).is_ok());
     // The provider withdraws its key (an empty set, or only keys we cannot use).
-    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
-    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, r#"{"keys": []}"#);
+    serve_jwks(&mut w, 200, r#"{"keys": []}"#);
     w.clock.advance(JWKS_TTL_MS);
     assert_eq!(
-        p.verify(&mut w.deps(), verify),
+        p.verify(&mut w.deps(), &verify),
         Err(VerifyError::Token(JwtError::UnknownKid)),
         "the old key is not served as stale"
     );
@@ -261,10 +260,9 @@ fn an_emptied_key_set_withdraws_the_old_keys() {
         .iter()
         .any(|(_, l)| l.contains("no usable signing key")));
     // It publishes a key again: found at the next unknown-kid refetch.
-    w.fetch.routes.retain(|(u, _, _)| !u.ends_with("/jwks"));
-    w.fetch = std::mem::take(&mut w.fetch).route(&format!("{URL}/jwks"), 200, &key.jwks());
+    serve_jwks(&mut w, 200, &key.jwks());
     w.clock.advance(UNKNOWN_KID_REFETCH_MS);
-    assert!(p.verify(&mut w.deps(), verify).is_ok());
+    assert!(p.verify(&mut w.deps(), &verify).is_ok());
 }
 
 #[test]
