@@ -466,8 +466,7 @@ impl Guard {
     }
 
     /// Handles one request; `true` forwards it.
-    pub fn handle(&mut self, host: &dyn Exchange) -> bool {
-        let ex = host;
+    pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
         let mut req = self.request(ex);
         let result = self.route(&mut req);
         let forward = match result {

@@ -38,6 +38,24 @@ impl<S> Deadline<S> {
         }
     }
 
+    /// Wraps `inner` with no deadline (until [`Deadline::restart`]).
+    pub fn unbounded(inner: S) -> Self {
+        Self {
+            inner,
+            until_us: u64::MAX,
+        }
+    }
+
+    /// Sets the deadline `budget` from now, or removes it with `None`.
+    pub fn restart(&mut self, budget: Option<Duration>) {
+        self.until_us = budget.map_or(u64::MAX, deadline_after);
+    }
+
+    /// The wrapped stream.
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     fn check(&self) -> std::io::Result<()> {
         if passed(self.until_us) {
             return Err(std::io::Error::new(
@@ -58,7 +76,7 @@ pub(crate) fn deadline_after(budget: Duration) -> u64 {
 }
 
 /// Whether the deadline `until_us` (from [`deadline_after`]) has passed.
-pub(crate) fn passed(until_us: u64) -> bool {
+fn passed(until_us: u64) -> bool {
     use crate::clock::Clock;
     crate::clock::SystemClock.now_us() > until_us
 }

@@ -3,6 +3,7 @@
 use std::io::{ErrorKind, Read, Write};
 
 use super::frame::{self, Command, Frame, FrameError, Scanner};
+use crate::net::Deadline;
 use crate::store::StoreError;
 
 /// Most bytes buffered for one reply before it is refused (a bulk string at [`frame::MAX_BULK`]
@@ -17,14 +18,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// After any error the connection's position in the reply stream is unknown (a reply may still
 /// be on its way), so callers must drop it rather than send more commands on it.
 pub struct Connection<S> {
-    stream: S,
+    stream: Deadline<S>,
     buf: Vec<u8>,
     pos: usize,
     /// Time a whole pipeline may take (every reply read in full), on top of each read's own
     /// timeout: a server trickling bytes is cut off instead of holding the request.
     budget: Option<std::time::Duration>,
-    /// End of the current pipeline's budget (µs since the epoch).
-    until_us: Option<u64>,
     /// How far the reply being read is known to be well formed.
     scan: Scanner,
 }
@@ -33,11 +32,10 @@ impl<S: Read + Write> Connection<S> {
     /// Wraps a connected stream.
     pub fn new(stream: S) -> Self {
         Self {
-            stream,
+            stream: Deadline::unbounded(stream),
             buf: Vec::new(),
             pos: 0,
             budget: None,
-            until_us: None,
             scan: Scanner::default(),
         }
     }
@@ -61,9 +59,9 @@ impl<S: Read + Write> Connection<S> {
         for c in cmds {
             out.extend_from_slice(c.as_bytes());
         }
-        self.until_us = self.budget.map(crate::net::deadline_after);
+        self.stream.restart(self.budget);
         let result = self.send_and_read(&out, cmds.len());
-        self.until_us = None;
+        self.stream.restart(None);
         result
     }
 
@@ -112,9 +110,6 @@ impl<S: Read + Write> Connection<S> {
                 self.buf.drain(..self.pos.min(self.buf.len()));
                 self.pos = 0;
             }
-            if self.until_us.is_some_and(crate::net::passed) {
-                return Err(StoreError::Timeout);
-            }
             let old = self.buf.len();
             self.buf.resize(old + READ_CHUNK, 0);
             let read = self
@@ -144,7 +139,7 @@ impl<S: Read + Write> Connection<S> {
 
     /// The underlying stream.
     pub fn stream_mut(&mut self) -> &mut S {
-        &mut self.stream
+        self.stream.inner_mut()
     }
 }
 
