@@ -247,6 +247,8 @@ pub struct Guard {
     pub log: Vec<(LogLevel, String)>,
     /// Headers removed from every request before anything else.
     strip: Vec<String>,
+    /// Their other spellings, removed too.
+    aliases: Aliases,
 }
 
 /// One request as the pipeline sees it.
@@ -461,6 +463,7 @@ impl Guard {
             provider,
             keys,
             log: Vec::new(),
+            aliases: Aliases::of(&strip),
             strip,
         })
     }
@@ -479,6 +482,7 @@ impl Guard {
                         ex.remove_header(h);
                     }
                 }
+                self.strip_aliases(ex);
                 for c in &req.set_cookies {
                     ex.add_response_header("Set-Cookie", c);
                 }
@@ -491,6 +495,28 @@ impl Guard {
         };
         self.finish(ex);
         forward
+    }
+
+    /// Removes the other spellings of the identity headers (see [`Aliases`]).
+    fn strip_aliases(&self, ex: &dyn Exchange) {
+        match &self.aliases {
+            Aliases::Remove(names) => {
+                for a in names {
+                    ex.remove_header(a);
+                }
+            }
+            Aliases::List => {
+                let mut found: Vec<String> = Vec::new();
+                ex.header_names(&mut |name| {
+                    if self.strip.iter().any(|h| is_alias(name, h)) {
+                        found.push(name.to_string());
+                    }
+                });
+                for a in &found {
+                    ex.remove_header(a);
+                }
+            }
+        }
     }
 
     fn request<'a>(&self, ex: &'a dyn Exchange) -> Req<'a> {
@@ -760,6 +786,79 @@ pub const MAX_HEADER_VALUE: usize = 16 * 1024;
 pub fn sanitize_header_value(v: &str) -> Option<String> {
     let clean: String = v.chars().filter(|c| !c.is_control()).collect();
     (clean.len() <= MAX_HEADER_VALUE).then_some(clean)
+}
+
+/// How a request loses the other spellings of the identity headers. CGI, WSGI and Rack hand
+/// headers to the application as `HTTP_X_FORWARDED_USER`, where `X_Forwarded_User` and
+/// `X-Forwarded_User` land too when the real header is absent (Puma by default, many WSGI
+/// servers), so a client could otherwise name the user on a route where the plugin sets no
+/// identity (an excluded path, a missing claim). Go's server keeps such names apart and Traefik
+/// forwards them (it drops only its own `X-Forwarded-*` spellings).
+enum Aliases {
+    /// Every spelling, removed by name without asking which are present: a removal costs one host
+    /// call, listing the header names about as much as sixteen (Go lower-cases a copy of each).
+    Remove(Vec<String>),
+    /// Too many spellings (headers with many dashes): list the names and remove the matches.
+    List,
+}
+
+impl Aliases {
+    /// More spellings than this are found by listing the header names instead.
+    const MAX_REMOVE: usize = 12;
+
+    /// The spellings of `headers` that differ from one of them in `-`/`_` only.
+    fn of(headers: &[String]) -> Aliases {
+        let mut out: Vec<String> = Vec::new();
+        for h in headers {
+            let seps: Vec<usize> = h
+                .bytes()
+                .enumerate()
+                .filter(|&(_, c)| c == b'-' || c == b'_')
+                .map(|(i, _)| i)
+                .collect();
+            if seps.len() > 4 {
+                return Aliases::List;
+            }
+            for mask in 0u32..(1 << seps.len()) {
+                let mut b = h.clone().into_bytes();
+                for (bit, &i) in seps.iter().enumerate() {
+                    if let Some(c) = b.get_mut(i) {
+                        *c = if mask & (1 << bit) == 0 { b'-' } else { b'_' };
+                    }
+                }
+                let Ok(spelling) = String::from_utf8(b) else {
+                    continue;
+                };
+                if !headers.iter().any(|x| x.eq_ignore_ascii_case(&spelling))
+                    && !out.iter().any(|x| x.eq_ignore_ascii_case(&spelling))
+                {
+                    out.push(spelling);
+                }
+            }
+            if out.len() > Self::MAX_REMOVE {
+                return Aliases::List;
+            }
+        }
+        Aliases::Remove(out)
+    }
+}
+
+/// Whether `name` is another spelling of the identity header `canonical`: the same once `_`
+/// reads as `-` and case is ignored, but not the same name (that one is set or removed by name).
+fn is_alias(name: &str, canonical: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    name.len() == canonical.len()
+        && !name.eq_ignore_ascii_case(canonical)
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| fold(a) == fold(b))
 }
 
 fn strip_identity_headers_default(ex: &dyn Exchange) {

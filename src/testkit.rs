@@ -185,6 +185,11 @@ impl Exchange for FakeExchange {
             .map(|(_, v)| v.clone())
             .collect()
     }
+    fn header_names(&self, visit: &mut dyn FnMut(&str)) {
+        for (k, _) in self.headers.borrow().iter() {
+            visit(k);
+        }
+    }
     fn source_addr(&self) -> String {
         self.source.clone()
     }

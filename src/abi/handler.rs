@@ -22,6 +22,7 @@ extern "C" {
     fn get_method(buf: *mut u8, buf_limit: i32) -> i32;
     fn get_uri(buf: *mut u8, buf_limit: i32) -> i32;
     fn get_source_addr(buf: *mut u8, buf_limit: i32) -> i32;
+    fn get_header_names(kind: i32, buf: *mut u8, buf_limit: i32) -> i64;
     fn get_header_values(
         kind: i32,
         name: *const u8,
@@ -195,6 +196,23 @@ impl Exchange for WasmExchange<'_> {
             buf.truncate(end);
         }
         Some(text(buf))
+    }
+
+    fn header_names(&self, visit: &mut dyn FnMut(&str)) {
+        let mut count = 0;
+        let buf = read_into(FIRST_HEADER, |buf| {
+            // SAFETY: `buf` is writable for the length passed; the host writes at most
+            // `buf_limit` bytes and returns count << 32 | length.
+            let r = unsafe { get_header_names(REQUEST, buf.as_mut_ptr(), limit(buf)) };
+            count = usize::try_from(r >> 32).unwrap_or(0);
+            r & 0xffff_ffff
+        });
+        // `count` NUL-terminated names; one that is not UTF-8 cannot be an identity header's.
+        for name in buf.split(|&b| b == 0).take(count) {
+            if let Ok(n) = std::str::from_utf8(name) {
+                visit(n);
+            }
+        }
     }
 
     fn source_addr(&self) -> String {

@@ -23,6 +23,9 @@ pub trait Exchange {
     /// All values of a request header, in order.
     fn header_values(&self, name: &str) -> Vec<String>;
 
+    /// Calls `visit` with the name of every request header, as the host spells it.
+    fn header_names(&self, visit: &mut dyn FnMut(&str));
+
     /// The first value of a request header.
     fn header(&self, name: &str) -> Option<String> {
         self.header_values(name).into_iter().next()

@@ -40,10 +40,109 @@ fn inbound_identity_headers_are_removed_even_on_excluded_paths() {
     let mut p = plugin_with(bearer_only());
     let ex = FakeExchange::get("/public/x")
         .with("X-Forwarded-User", "mallory")
-        .with("x-email", "m@x");
+        .with("x-email", "m@x")
+        // CGI/WSGI backends read these as HTTP_X_FORWARDED_USER and HTTP_X_EMAIL.
+        .with("X_Forwarded_User", "mallory")
+        .with("X-Forwarded_user", "mallory")
+        .with("x_EMAIL", "m@x")
+        .with("X.Email", "kept")
+        .with("X_Forwarded_Usr", "kept");
     assert!(p.handle(&ex));
-    assert_eq!(ex.upstream_header("x-forwarded-user"), None);
-    assert_eq!(ex.upstream_header("x-email"), None);
+    for h in [
+        "x-forwarded-user",
+        "x-email",
+        "x_forwarded_user",
+        "x-forwarded_user",
+        "x_email",
+    ] {
+        assert_eq!(ex.upstream_header(h), None, "{h}");
+    }
+    assert_eq!(ex.upstream_header("X.Email").as_deref(), Some("kept"));
+    assert_eq!(
+        ex.upstream_header("X_Forwarded_Usr").as_deref(),
+        Some("kept")
+    );
+}
+
+#[test]
+fn identity_header_aliases_differ_in_dash_underscore_and_case_only() {
+    for (name, canonical, alias) in [
+        ("X_Forwarded_User", "X-Forwarded-User", true),
+        ("x_forwarded_user", "X-Forwarded-User", true),
+        ("X-Forwarded_user", "X-Forwarded-User", true),
+        // The name itself is set or removed by name, not as an alias.
+        ("x-forwarded-user", "X-Forwarded-User", false),
+        ("X-Forwarded-User", "X-Forwarded-User", false),
+        // An operator's own underscore header: its dash spelling collides under CGI too.
+        ("X-User", "X_User", true),
+        ("X_User", "X_User", false),
+        ("X.Forwarded.User", "X-Forwarded-User", false),
+        ("X_Forwarded_Use", "X-Forwarded-User", false),
+        ("X_Forwarded_Users", "X-Forwarded-User", false),
+        ("X_Forwarded_Usex", "X-Forwarded-User", false),
+    ] {
+        assert_eq!(is_alias(name, canonical), alias, "{name} vs {canonical}");
+    }
+}
+
+#[test]
+fn few_aliases_are_removed_blind_and_many_found_by_listing() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let Aliases::Remove(r) = Aliases::of(&names(&["X-Forwarded-User", "X-Email"])) else {
+        panic!("two short headers are removed blind");
+    };
+    assert_eq!(
+        r,
+        [
+            "X_Forwarded-User",
+            "X-Forwarded_User",
+            "X_Forwarded_User",
+            "X_Email"
+        ]
+    );
+    // Every spelling is one `is_alias` recognises, and the other way round.
+    assert!(r
+        .iter()
+        .all(|a| is_alias(a, "X-Forwarded-User") || is_alias(a, "X-Email")));
+    assert!(matches!(
+        Aliases::of(&names(&[
+            "X-Forwarded-User",
+            "X-Auth-Request-Email",
+            "X-Auth-Request-Groups"
+        ])),
+        Aliases::List
+    ));
+    assert!(matches!(
+        Aliases::of(&names(&["A-B-C-D-E-F"])),
+        Aliases::List
+    ));
+
+    // Listed: a guard with many claim headers removes the spellings it finds.
+    let mut cfg = bearer_only();
+    cfg["claimHeaders"] = json!({
+        "X-Auth-Request-Email": "email",
+        "X-Auth-Request-Groups": "groups",
+        "X-Auth-Request-Preferred-Username": "preferred_username",
+    });
+    let mut p = plugin_with(cfg);
+    assert!(matches!(p.guard().unwrap().aliases, Aliases::List));
+    let ex = FakeExchange::get("/public/x")
+        .with("X_Auth_Request_Email", "m@x")
+        .with("x-auth_request-preferred_username", "mallory")
+        .with("X_Forwarded_User", "mallory")
+        .with("X_Auth_Request_Tag", "kept");
+    assert!(p.handle(&ex));
+    for h in [
+        "X_Auth_Request_Email",
+        "x-auth_request-preferred_username",
+        "X_Forwarded_User",
+    ] {
+        assert_eq!(ex.upstream_header(h), None, "{h}");
+    }
+    assert_eq!(
+        ex.upstream_header("X_Auth_Request_Tag").as_deref(),
+        Some("kept")
+    );
 }
 
 #[test]

@@ -66,7 +66,8 @@ fn every_algorithm_is_accepted_and_every_attack_refused_in_the_guest() {
         let ex = mw.send(
             Request::get("/api/orders")
                 .header("Authorization", &format!("Bearer {t}"))
-                .header("X-Forwarded-User", "mallory"),
+                .header("X-Forwarded-User", "mallory")
+                .header("X_Forwarded_User", "mallory"),
         );
         assert!(ex.trap.is_none(), "{}: {:?}", k.alg, ex.trap);
         assert_eq!(ex.status, 200, "{}: {}", k.alg, ex.text());
@@ -77,6 +78,11 @@ fn every_algorithm_is_accepted_and_every_attack_refused_in_the_guest() {
             up.header_values("x-forwarded-user").len(),
             1,
             "spoofed copy removed"
+        );
+        assert_eq!(
+            up.header("x_forwarded_user"),
+            None,
+            "underscore spelling removed"
         );
     }
     let attacks = attack_tokens(&keys[2], &keys[1]);
