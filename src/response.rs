@@ -57,6 +57,22 @@ fn page(title: &str, text: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Text made safe for HTML content and quoted attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Response {
     /// A response with a status, no headers and no body.
     pub fn status(status: u16) -> Self {
@@ -167,21 +183,33 @@ impl Response {
         } else {
             "400 Bad Request"
         };
-        let escaped: String = text
-            .chars()
-            .map(|c| match c {
-                '<' => "&lt;".to_string(),
-                '>' => "&gt;".to_string(),
-                '&' => "&amp;".to_string(),
-                '"' => "&quot;".to_string(),
-                '\'' => "&#39;".to_string(),
-                c => c.to_string(),
-            })
-            .collect();
+        let escaped = escape_html(text);
         let mut r = Response::status(if status == 403 { 403 } else { 400 })
             .with_header(NO_STORE.0, NO_STORE.1)
             .with_header("Content-Type", "text/html; charset=utf-8");
         r.body = page(title, &escaped);
+        r
+    }
+
+    /// 200: a logout requested from another site, to be confirmed with a button that posts to
+    /// `action` (the logout path) from this origin. Not framable (clickjacking), no script.
+    pub fn logout_confirm(action: &str) -> Self {
+        let mut r = Response::status(200)
+            .with_header(NO_STORE.0, NO_STORE.1)
+            .with_header("Content-Type", "text/html; charset=utf-8")
+            .with_header(
+                "Content-Security-Policy",
+                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+            )
+            .with_header("X-Frame-Options", "DENY");
+        r.body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head>\
+             <body><h1>Sign out</h1><p>Another site asked to sign you out of this one.</p>\
+             <form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button>\
+             </form></body></html>\n",
+            escape_html(action)
+        )
+        .into_bytes();
         r
     }
 

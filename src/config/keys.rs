@@ -262,7 +262,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("callbackURL", Kind::PathOrUrl, Def::Value("/oauth2/callback"),
       "Redirect URI: a path (scheme and host from the request, see `forceHTTPS`/`trustedProxies`) or an absolute URL."),
     k("logoutURL", Kind::PathOrUrl, Def::Derived("`callbackURL` + `/logout` (traefikoidc's rule)"),
-      "Path (or URL) that ends the session (RP-initiated logout)."),
+      "Path (or URL) that ends the session (RP-initiated logout). A request from another site gets a page to confirm with a button first (logout CSRF)."),
     k("postLogoutRedirectURI", Kind::PathOrUrl, Def::None,
       "Where the provider sends the user after logout (`post_logout_redirect_uri`)."),
     k("scopes", Kind::List, Def::Derived("`openid profile email`"),

@@ -520,12 +520,39 @@ fn complete(
     Ok(flow.return_to)
 }
 
+/// Whether a browser says the request comes from another site: `Sec-Fetch-Site` is `cross-site`
+/// or `same-site` (a sibling subdomain is another site here), or, from a browser without Fetch
+/// Metadata, an `Origin` that is not this origin. Browsers set both headers themselves (scripts
+/// cannot); a client that sends neither (a script, curl) is not a CSRF vector and is believed.
+fn from_another_site(cfg: &crate::config::Config, req: &Req<'_>) -> bool {
+    if let Some(site) = req.ex.header("sec-fetch-site") {
+        let site = site.trim();
+        return !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none"));
+    }
+    match req.ex.header("origin") {
+        Some(o) => {
+            flow::origin(cfg, req).map_or(true, |ours| !o.trim().eq_ignore_ascii_case(&ours))
+        }
+        None => false,
+    }
+}
+
 /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2).
 pub fn logout(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let cfg = g.cfg.clone();
     let Some(b) = cfg.browser.as_ref() else {
         return Response::bad_request("Login is not configured on this route.");
     };
+    // Logout CSRF (W3C Fetch Metadata Request Headers): another site must not end the session
+    // with a link, an image or an auto-submitted form. Such a request gets a page whose button
+    // posts back here from this origin.
+    if from_another_site(&cfg, req) {
+        g.log.push((
+            LogLevel::Info,
+            "oidc-guard: logout requested from another site; asked the user to confirm".into(),
+        ));
+        return Response::logout_confirm(b.login.logout.path());
+    }
     let (ended, hint) = session::end(g, req);
     // Where the provider sends the browser afterwards: only the configured URI, made absolute on
     // our origin when it is a path.

@@ -514,6 +514,68 @@ fn full_login_then_session_then_logout() {
 }
 
 #[test]
+fn logout_from_another_site_asks_first() {
+    let (mut p, idp, clock, mut jar) = setup(json!({}));
+    let cb = login(&mut p, &mut jar, &idp, &clock, "/app", None, 300);
+    assert_eq!(cb.status, Some(302), "{}", cb.body);
+    let logout = |site: Option<&str>, origin: Option<&str>, method: &str| {
+        let mut ex = FakeExchange::get("/oauth2/callback/logout").with("Accept", "text/html");
+        ex.method = method.into();
+        if let Some(s) = site {
+            ex = ex.with("Sec-Fetch-Site", s);
+        }
+        if let Some(o) = origin {
+            ex = ex.with("Origin", o);
+        }
+        ex
+    };
+    // A link, an image or a form on another site (or a sibling subdomain): a page to confirm,
+    // the session untouched.
+    for (site, origin, method) in [
+        (Some("cross-site"), None, "GET"),
+        (Some("same-site"), None, "GET"),
+        (Some("cross-site"), Some("https://evil.test"), "POST"),
+        (None, Some("https://evil.test"), "POST"),
+        (None, Some("null"), "POST"),
+    ] {
+        let out = send(&mut p, &mut jar, logout(site, origin, method));
+        assert_eq!(out.status, Some(200), "{site:?} {origin:?}: {}", out.body);
+        assert!(out.set_cookies.is_empty(), "{:?}", out.set_cookies);
+        assert!(
+            out.body
+                .contains("<form method=\"post\" action=\"/oauth2/callback/logout\">"),
+            "{}",
+            out.body
+        );
+        assert_eq!(
+            nav(&mut p, &mut jar, "/app").status,
+            None,
+            "still signed in"
+        );
+    }
+    // The page's button (same origin), the user typing the URL, a browser without Fetch
+    // Metadata on this origin, a script: logged out. A fresh session each time.
+    for (site, origin) in [
+        (Some("same-origin"), Some("http://app.test")),
+        (Some("none"), None),
+        (None, Some("http://app.test")),
+        (None, None),
+    ] {
+        let mut j = Jar::default();
+        let cb = login(&mut p, &mut j, &idp, &clock, "/app", None, 300);
+        assert_eq!(cb.status, Some(302), "{}", cb.body);
+        assert_eq!(nav(&mut p, &mut j, "/app").status, None, "signed in");
+        let out = send(&mut p, &mut j, logout(site, origin, "POST"));
+        assert_eq!(out.status, Some(302), "{site:?} {origin:?}: {}", out.body);
+        assert!(out
+            .location
+            .unwrap()
+            .starts_with("https://idp.test/session/end?"));
+        assert_eq!(nav(&mut p, &mut j, "/app").status, Some(302), "signed out");
+    }
+}
+
+#[test]
 fn parallel_logins_in_two_tabs_both_complete() {
     let (mut p, idp, clock, mut jar) = setup(json!({}));
     let a = start(&mut p, &mut jar, "/a");

@@ -277,8 +277,26 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
         "chunked cookies work on the second process too"
     );
 
-    // RP-initiated logout.
-    let confirm = b.get(&format!("{o1}/oauth2/callback/logout")).unwrap();
+    // Logout CSRF: a logout link on another site gets a page to confirm, the session stays.
+    let asked = b
+        .send(
+            Nav::get(&format!("{o1}/oauth2/callback/logout"))
+                .header("Sec-Fetch-Site", "cross-site"),
+        )
+        .unwrap();
+    assert_eq!(asked.status, 200, "{}", asked.text());
+    assert_eq!(asked.hops.len(), 1, "answered without a redirect");
+    assert!(
+        asked.text().contains("Another site asked"),
+        "{}",
+        asked.text()
+    );
+    assert!(b.jar().get("_oidc_guard_session").is_some());
+    let still = b.get(&format!("{o1}/app")).unwrap();
+    assert_eq!(user_of(&still.text()), vec!["alice"], "still signed in");
+
+    // RP-initiated logout, confirmed with the page's button (a POST from this origin).
+    let confirm = b.submit_form(&asked, None).unwrap();
     assert_eq!(confirm.status, 200, "{}", confirm.text());
     let to = confirm.hops[0].location.clone().unwrap();
     assert!(
