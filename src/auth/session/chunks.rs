@@ -36,7 +36,12 @@ pub fn is_chunk_of(candidate: &str, name: &str) -> bool {
 /// The reassembled value of `name` from the request's cookies; `None` when absent or when a
 /// chunk is missing or malformed.
 pub fn read(cookies: &[(String, String)], name: &str) -> Option<String> {
-    let first = cookie::value(cookies, name)?;
+    assemble(cookies, name, cookie::value(cookies, name)?)
+}
+
+/// The value whose first cookie (`name`) is `first`, its chunks taken from `cookies`; `None` when
+/// a chunk is missing or malformed.
+pub fn assemble(cookies: &[(String, String)], name: &str, first: &str) -> Option<String> {
     let Some((count, head)) = first.split_once('.') else {
         return Some(first.to_string());
     };

@@ -407,27 +407,53 @@ fn refuse(g: &mut Guard, req: &mut Req<'_>, cfg: &Config, b: &Browser, r: Refusa
     Outcome::NotPresent
 }
 
+/// Most cookies of the session's name tried in one request.
+const MAX_SAME_NAME: usize = 4;
+
 /// Loads the session the request carries: `Ok(None)` when it carries none.
+///
+/// A browser sends every cookie whose domain and path match, so a request can carry several of
+/// the session's name: another deployment's with `cookieDomain` set to a parent domain, one left
+/// from an older configuration. The first that opens is the session; trying only the first
+/// would send the user round the login forever (the foreign cookie cannot be deleted from here).
 fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Refusal> {
+    let name = b.session.cookie_name.as_str();
+    let values: Vec<&str> = req
+        .cookies()
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .take(MAX_SAME_NAME)
+        .collect();
+    let mut first_refusal = None;
+    for value in values {
+        match load_one(g, req, b, value) {
+            Ok(loaded) => return Ok(Some(loaded)),
+            // The store cannot answer: the other cookies cannot be checked either.
+            Err(r @ Refusal::Unavailable(_)) => return Err(r),
+            Err(r) => {
+                first_refusal.get_or_insert(r);
+            }
+        }
+    }
+    first_refusal.map_or(Ok(None), Err)
+}
+
+/// Opens one cookie value of the session's name.
+fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Loaded, Refusal> {
     let name = b.session.cookie_name.as_str();
     match b.session.storage {
         SessionStorage::Cookie => {
-            let Some(text) = chunks::read(req.cookies(), name) else {
-                return if cookie::value(req.cookies(), name).is_some() {
-                    Err(Refusal::Invalid(
-                        "a chunk of the session cookie is missing or malformed".into(),
-                    ))
-                } else {
-                    Ok(None)
-                };
-            };
+            let text = chunks::assemble(req.cookies(), name, value).ok_or_else(|| {
+                Refusal::Invalid("a chunk of the session cookie is missing or malformed".into())
+            })?;
             if let Some((session, principal, stale_key)) = g.sessions.cached(&text) {
-                return Ok(Some(Loaded {
+                return Ok(Loaded {
                     session,
                     principal: Some(principal),
                     stale_key,
                     ticket_secret: None,
-                }));
+                });
             }
             let identity = g.cfg.identity().to_string();
             let sealer = &g.sessions.sealers(&g.keys).session;
@@ -438,18 +464,15 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
             let session = Rc::new(session);
             let principal = g.sessions.remember(text, session.clone(), opened.stale_key);
-            Ok(Some(Loaded {
+            Ok(Loaded {
                 session,
                 principal: Some(principal),
                 stale_key: opened.stale_key,
                 ticket_secret: None,
-            }))
+            })
         }
         SessionStorage::Server => {
-            let Some(text) = cookie::value(req.cookies(), name) else {
-                return Ok(None);
-            };
-            let (id, secret) = parse_ticket(text)
+            let (id, secret) = parse_ticket(value)
                 .ok_or_else(|| Refusal::Invalid("not a session ticket".into()))?;
             let stored = match g.store.get(Namespace::SESSION, &ticket_key(id)) {
                 Ok(Some(v)) => v,
@@ -467,12 +490,12 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
                 .ok_or_else(|| {
                     Refusal::Invalid("the stored value is not this ticket's session".into())
                 })?;
-            Ok(Some(Loaded {
+            Ok(Loaded {
                 session: Rc::new(session),
                 principal: None,
                 stale_key: false,
                 ticket_secret: Some(secret.to_string()),
-            }))
+            })
         }
     }
 }

@@ -100,6 +100,40 @@ fn tampered_truncated_foreign_and_garbage_cookies_are_refused() {
     let mut j = Jar::default();
     j.set("_oidc_guard_session", &good);
     assert!(nav(&mut twin, &mut j, "/app").forwarded);
+
+    // Several cookies of the name (another deployment's on a parent domain, a stale one): the
+    // first that opens is the session, whatever comes before it; none opening is a refusal.
+    let foreign = {
+        let mut j = Jar::default();
+        let r = login(&mut named, &mut j, &idp2, &clock, "/app", None, 300);
+        assert_eq!(r.status, Some(302), "{}", r.body);
+        j.get("_oidc_guard_session").unwrap().to_string()
+    };
+    let with_cookies = |cookie: &str| {
+        FakeExchange::get("/app")
+            .with("Accept", "text/html")
+            .with("Cookie", cookie)
+    };
+    for cookie in [
+        format!("_oidc_guard_session={foreign}; _oidc_guard_session={good}"),
+        format!("_oidc_guard_session=garbage; _oidc_guard_session={good}"),
+        format!("_oidc_guard_session={good}; _oidc_guard_session=garbage"),
+    ] {
+        let s = send(&mut p, &mut Jar::default(), with_cookies(&cookie));
+        assert!(s.forwarded, "{cookie}: {:?}", s.status);
+        assert_eq!(
+            s.ex.upstream_header("x-forwarded-user").as_deref(),
+            Some("alice")
+        );
+    }
+    let s = send(
+        &mut p,
+        &mut Jar::default(),
+        with_cookies(&format!(
+            "_oidc_guard_session={foreign}; _oidc_guard_session=x"
+        )),
+    );
+    assert!(is_login_redirect(&s), "{:?}", s.status);
 }
 
 #[test]
@@ -392,6 +426,21 @@ fn server_side_sessions_keep_only_a_ticket_in_the_cookie() {
     let (id, _) = ticket.split_once('~').unwrap();
     forged.set("_oidc_guard_session", &format!("{id}~{}", "A".repeat(43)));
     assert!(is_login_redirect(&nav(&mut b, &mut forged, "/app")));
+    // Before the real ticket, a forged or unknown one does not hide it.
+    for first in [
+        format!("{id}~{}", "A".repeat(43)),
+        format!("{}~{}", "B".repeat(22), "A".repeat(43)),
+    ] {
+        let s = send(
+            &mut b,
+            &mut Jar::default(),
+            FakeExchange::get("/app").with("Accept", "text/html").with(
+                "Cookie",
+                &format!("_oidc_guard_session={first}; _oidc_guard_session={ticket}"),
+            ),
+        );
+        assert!(s.forwarded, "{first}: {:?}", s.status);
+    }
     // Logout removes it from the store.
     let saved = jar.clone();
     nav(&mut a, &mut jar, "/oauth2/callback/logout");

@@ -198,6 +198,21 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
         grants,
         "no second login"
     );
+    // A cookie of the same name sent before ours (a parent domain's, another deployment's) does
+    // not hide the session: the first that opens is used.
+    let ours = b.jar().get("_oidc_guard_session").unwrap().value.clone();
+    let r = get(
+        &format!("{o2}/app"),
+        &[
+            ("Accept", "text/html"),
+            (
+                "Cookie",
+                &format!("_oidc_guard_session=someone-elses; _oidc_guard_session={ours}"),
+            ),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(user_of(&r.body), vec!["alice"]);
 
     // ES256 and EdDSA ID tokens (clients registered with those algorithms).
     for prefix in ["es", "ed"] {
