@@ -64,6 +64,18 @@ fn read_into(first: usize, mut call: impl FnMut(&mut [u8]) -> i64) -> Vec<u8> {
     buf
 }
 
+/// As [`read_into`], for the calls that answer `count << 32 | length` (a list of `count`
+/// NUL-terminated strings): the bytes and the count.
+fn read_list(mut call: impl FnMut(&mut [u8]) -> i64) -> (usize, Vec<u8>) {
+    let mut count = 0;
+    let buf = read_into(FIRST_HEADER, |buf| {
+        let r = call(buf);
+        count = usize::try_from(r >> 32).unwrap_or(0);
+        r & 0xffff_ffff
+    });
+    (count, buf)
+}
+
 fn clamp(len: i64) -> usize {
     usize::try_from(len).map_or(0, |l| if l > MAX_VALUE { 0 } else { l })
 }
@@ -115,11 +127,10 @@ fn with_name<R>(name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
 /// The NUL-terminated values of a request header, and how many there are.
 fn header_raw(name: &str) -> (usize, Vec<u8>) {
     with_name(name, |n| {
-        let mut count = 0;
-        let buf = read_into(FIRST_HEADER, |buf| {
+        read_list(|buf| {
             // SAFETY: `n` is readable and `buf` writable for the lengths passed; the host writes
-            // at most `buf_limit` bytes and returns count << 32 | length.
-            let r = unsafe {
+            // at most `buf_limit` bytes.
+            unsafe {
                 get_header_values(
                     REQUEST,
                     n.as_ptr(),
@@ -127,11 +138,8 @@ fn header_raw(name: &str) -> (usize, Vec<u8>) {
                     buf.as_mut_ptr(),
                     limit(buf),
                 )
-            };
-            count = usize::try_from(r >> 32).unwrap_or(0);
-            r & 0xffff_ffff
-        });
-        (count, buf)
+            }
+        })
     })
 }
 
@@ -199,13 +207,10 @@ impl Exchange for WasmExchange<'_> {
     }
 
     fn header_names(&self, visit: &mut dyn FnMut(&str)) {
-        let mut count = 0;
-        let buf = read_into(FIRST_HEADER, |buf| {
+        let (count, buf) = read_list(|buf| {
             // SAFETY: `buf` is writable for the length passed; the host writes at most
-            // `buf_limit` bytes and returns count << 32 | length.
-            let r = unsafe { get_header_names(REQUEST, buf.as_mut_ptr(), limit(buf)) };
-            count = usize::try_from(r >> 32).unwrap_or(0);
-            r & 0xffff_ffff
+            // `buf_limit` bytes.
+            unsafe { get_header_names(REQUEST, buf.as_mut_ptr(), limit(buf)) }
         });
         // `count` NUL-terminated names; one that is not UTF-8 cannot be an identity header's.
         for name in buf.split(|&b| b == 0).take(count) {
