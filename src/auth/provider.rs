@@ -455,28 +455,23 @@ impl ProviderState {
         self.backoff(now)?;
         let body = self.get_json(&uri, d)?;
         let keys = Jwks::parse(&body).map_err(|e| ProviderError::Invalid(format!("JWKS: {e}")))?;
-        if keys.is_empty() {
-            // The provider answered, with no key we can use: that is its key set now (say it
-            // withdrew a compromised key). Replace the cached set rather than serving the old
-            // keys as stale for a day; a token with a new `kid` still triggers a refetch. Not
-            // shared: another replica should ask for itself.
-            d.log.push((
-                LogLevel::Warn,
-                format!("oidc-guard: the provider's JWKS ({uri}) has no usable signing key; every token is refused until it has one"),
-            ));
-            let keys = Rc::new(keys);
-            self.jwks = Some(Cached {
-                value: keys.clone(),
-                fetched_ms: now,
-            });
-            return Ok(keys);
-        }
+        // A set with no key we can use is still the provider's key set now (say it withdrew a
+        // compromised key): it replaces the cached one rather than the old keys being served as
+        // stale for a day, and a token with a new `kid` still triggers a refetch.
         let keys = Rc::new(keys);
         self.jwks = Some(Cached {
             value: keys.clone(),
             fetched_ms: now,
         });
-        self.shared_set(d, Namespace::JWKS, &uri, &body, JWKS_TTL_MS);
+        if keys.is_empty() {
+            // Not shared: another replica should ask for itself.
+            d.log.push((
+                LogLevel::Warn,
+                format!("oidc-guard: the provider's JWKS ({uri}) has no usable signing key; every token is refused until it has one"),
+            ));
+        } else {
+            self.shared_set(d, Namespace::JWKS, &uri, &body, JWKS_TTL_MS);
+        }
         Ok(keys)
     }
 
