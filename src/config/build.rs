@@ -11,9 +11,9 @@ use super::raw::Raw;
 use super::value::{self, HostPort, IpNet, PathOrUrl, Split};
 use super::{
     BackchannelLogout, Bearer, Breaker, Browser, ClaimHeader, Client, Config, ConfigError,
-    CookieSecure, Dpop, Fallback, Health, KeyError, L2Kind, LogLevel, Login, Platform, Policy,
-    Provider, Redis, RedisTls, Replay, SameSite, Secret, Session, SessionKeys, SessionStorage,
-    Store, StoreMode, TokenEndpointAuth, Topology, Upstream,
+    CookieSecure, Dpop, Fallback, Health, KeyError, L2Kind, LogLevel, Login, NamePrefix, Platform,
+    Policy, Provider, Redis, RedisTls, Replay, SameSite, Secret, Session, SessionKeys,
+    SessionStorage, Store, StoreMode, TokenEndpointAuth, Topology, Upstream,
 };
 
 /// Where a value came from: a key as spelled, or an environment variable.
@@ -933,6 +933,36 @@ impl Ctx<'_> {
             Some("false") => CookieSecure::Never,
             _ => CookieSecure::Auto,
         };
+        // RFC 6265bis §4.1.3: browsers drop a `__Secure-` cookie without `Secure`, and a
+        // `__Host-` cookie with a `Domain`, a `Path` other than `/` or without `Secure`. A
+        // configuration whose cookies browsers would drop is refused rather than left to loop
+        // through the login forever.
+        let name_prefix = NamePrefix::of(&cookie_prefix);
+        if name_prefix != NamePrefix::None && cookie_secure == CookieSecure::Never {
+            let label = self.label("cookieSecure");
+            self.err(
+                &label,
+                format!(
+                    "cookiePrefix {cookie_prefix:?} makes browsers require Secure cookies, but cookieSecure is false"
+                ),
+            );
+        }
+        if name_prefix == NamePrefix::Host {
+            if cookie_domain.is_some() {
+                let label = self.label("cookieDomain");
+                self.err(
+                    &label,
+                    format!("cookiePrefix {cookie_prefix:?} makes browsers refuse cookies with a Domain; leave cookieDomain unset"),
+                );
+            }
+            if cookie_path != "/" {
+                let label = self.label("cookiePath");
+                self.err(
+                    &label,
+                    format!("cookiePrefix {cookie_prefix:?} makes browsers refuse cookies with a Path other than /"),
+                );
+            }
+        }
         let same_site = match self.word("cookieSameSite") {
             Some("strict") => SameSite::Strict,
             Some("none") => SameSite::None,
@@ -986,6 +1016,7 @@ impl Ctx<'_> {
             session: Session {
                 keys,
                 cookie_prefix,
+                name_prefix,
                 cookie_name,
                 cookie_domain,
                 cookie_path,

@@ -285,7 +285,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("sessionEncryptionKeyEnv", Kind::SecretEnv, Def::None,
       "Environment variable holding one session key (list it in `settings.envs`)."),
     k("cookiePrefix", Kind::Str, Def::Value("_oidc_guard_"),
-      "Prefix of the cookie names; the session cookie is `<prefix>session` (chunks `<prefix>session_1`…)."),
+      "Prefix of the cookie names; the session cookie is `<prefix>session` (chunks `<prefix>session_1`…). A prefix starting `__Host-` (recommended on https) gives cookies no other host can set — no cookie tossing from a sibling subdomain — and needs `cookieDomain` unset, `cookiePath` `/` and `cookieSecure` not `false`; `__Secure-` needs `Secure`. Either way `Secure` is always set."),
     k("cookieDomain", Kind::Str, Def::None, "`Domain` attribute of the cookies (host-only when unset)."),
     k("cookiePath", Kind::Path, Def::Value("/"), "`Path` attribute of the cookies."),
     k("cookieSecure", Kind::Enum(&["auto", "true", "false"]), Def::Value("auto"),

@@ -322,6 +322,37 @@ pub enum CookieSecure {
     Never,
 }
 
+/// What a cookie-name prefix makes browsers require of a cookie (RFC 6265bis §4.1.3; browsers
+/// match the prefix case-insensitively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamePrefix {
+    /// No prefix rule.
+    None,
+    /// `__Secure-`: the cookie must be `Secure`.
+    Secure,
+    /// `__Host-`: `Secure`, no `Domain`, `Path=/`. Such a cookie can be set only by this very
+    /// host, so a sibling subdomain cannot plant one (cookie tossing).
+    Host,
+}
+
+impl NamePrefix {
+    /// The rule `cookie_prefix` (the start of every cookie name) falls under.
+    pub fn of(cookie_prefix: &str) -> NamePrefix {
+        let starts = |p: &str| {
+            cookie_prefix
+                .get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+        };
+        if starts("__Host-") {
+            NamePrefix::Host
+        } else if starts("__Secure-") {
+            NamePrefix::Secure
+        } else {
+            NamePrefix::None
+        }
+    }
+}
+
 /// `SameSite` attribute of the cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
@@ -350,6 +381,8 @@ pub struct Session {
     pub keys: SessionKeys,
     /// Prefix of every cookie name.
     pub cookie_prefix: String,
+    /// The browser rule that prefix falls under (`__Host-`, `__Secure-`).
+    pub name_prefix: NamePrefix,
     /// The session cookie's name (`<prefix>session`).
     pub cookie_name: String,
     /// `Domain` attribute.

@@ -1500,6 +1500,42 @@ fn cookie_rules() {
     assert_eq!(s.cookie_name, "_oidc_raczylo_session");
     assert_eq!(s.cookie_domain.as_deref(), Some(".example.com"));
     assert_eq!(s.cookie_path, "/app");
+    assert_eq!(s.name_prefix, NamePrefix::None);
+}
+
+/// RFC 6265bis §4.1.3: a configuration whose cookies browsers would drop is refused, naming the
+/// key that breaks the prefix's rule.
+#[test]
+fn cookie_name_prefix_rules() {
+    let e = err(&login(
+        json!({"cookiePrefix": "__Host-og_", "cookieDomain": "example.com"}),
+    ));
+    assert_error(&e, "cookieDomain", "refuse cookies with a Domain");
+    let e = err(&login(
+        json!({"cookiePrefix": "__host-og_", "cookiePath": "/app"}),
+    ));
+    assert_error(&e, "cookiePath", "Path other than /");
+    for prefix in ["__Host-og_", "__Secure-og_", "__SECURE-"] {
+        let e = err(&login(
+            json!({"cookiePrefix": prefix, "cookieSecure": false}),
+        ));
+        assert_error(&e, "cookieSecure", "require Secure cookies");
+    }
+    let s = ok(&login(json!({"cookiePrefix": "__Host-og_"})))
+        .browser
+        .unwrap()
+        .session;
+    assert_eq!(s.name_prefix, NamePrefix::Host);
+    assert_eq!(s.cookie_name, "__Host-og_session");
+    let s = ok(&login(
+        json!({"cookiePrefix": "__Secure-og_", "cookieDomain": "example.com", "cookiePath": "/app"}),
+    ))
+    .browser
+    .unwrap()
+    .session;
+    assert_eq!(s.name_prefix, NamePrefix::Secure);
+    assert_eq!(NamePrefix::of("__Host"), NamePrefix::None);
+    assert_eq!(NamePrefix::of("_Host-"), NamePrefix::None);
 }
 
 #[test]

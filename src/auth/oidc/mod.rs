@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::auth::policy;
 use crate::auth::provider::{ProviderError, VerifyError};
 use crate::auth::session::{self, data, Session};
-use crate::config::Browser;
+use crate::config::{Browser, NamePrefix};
 use crate::crypto::{ct_eq, sha256_b64};
 use crate::http::cookie::{self, CookieAttrs};
 use crate::http::{form, LogLevel};
@@ -69,10 +69,16 @@ fn provider_failure(g: &mut Guard, what: &str, e: &ProviderError) -> Response {
 
 /// Attributes of a login-flow cookie: scoped to the callback path, `HttpOnly`, `SameSite=Lax`
 /// (the callback arrives as a cross-site top-level GET from the provider; `Strict` would
-/// withhold the cookie), `Secure` like the session cookie.
+/// withhold the cookie), `Secure` like the session cookie. Under a `__Host-` prefix the path is
+/// `/` (RFC 6265bis §4.1.3): the flow cookies then travel with every request for the few
+/// minutes a login takes, and no sibling subdomain can plant one (login CSRF by cookie tossing).
 fn flow_attrs(g: &Guard, b: &Browser, req: &Req<'_>) -> CookieAttrs {
+    let path = match b.session.name_prefix {
+        NamePrefix::Host => "/".to_string(),
+        _ => b.login.callback.path().to_string(),
+    };
     CookieAttrs {
-        path: b.login.callback.path().to_string(),
+        path,
         domain: b.session.cookie_domain.clone(),
         secure: session::secure(&g.cfg, b, req),
         http_only: true,

@@ -513,6 +513,60 @@ fn full_login_then_session_then_logout() {
     let _ = clock;
 }
 
+/// RFC 6265bis §4.1.3: under a `__Host-` prefix every cookie the plugin sets is one a browser
+/// keeps (`Secure` even on plain http, `Path=/`, no `Domain`), except the ID-token cookie, which
+/// becomes `__Secure-` so that it can stay scoped to the logout path.
+#[test]
+fn host_prefix_cookies_are_ones_browsers_keep() {
+    let (mut p, idp, clock, mut jar) = setup(json!({"cookiePrefix": "__Host-og_"}));
+    let auth = start(&mut p, &mut jar, "/app/page");
+    let flow = jar.0.iter().find(|(k, _)| k.starts_with("__Host-og_flow_"));
+    assert!(flow.is_some(), "{:?}", jar.0);
+    let nonce = query(&auth, "nonce").unwrap();
+    let id_token = idp.sign(&Idp::claims(&nonce, T0 / 1000));
+    idp.answer(200, idp.tokens(&id_token, Some("rt-1"), 300));
+    let cb = callback(&mut p, &mut jar, &auth, "the-code");
+    assert_eq!(cb.status, Some(302), "{}", cb.body);
+    let names: Vec<&str> = cb
+        .set_cookies
+        .iter()
+        .map(|c| c.split('=').next().unwrap())
+        .collect();
+    assert!(names.contains(&"__Host-og_session"), "{names:?}");
+    assert!(names.contains(&"__Secure-og_idt"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("__Host-og_flow_")));
+    for c in &cb.set_cookies {
+        assert!(c.contains("; Secure") && !c.contains("Domain="), "{c}");
+        if c.starts_with("__Host-") {
+            assert!(c.contains("; Path=/;"), "{c}");
+        } else {
+            assert!(c.contains("; Path=/oauth2/callback/logout;"), "{c}");
+        }
+    }
+    let s = nav(&mut p, &mut jar, "/app/page");
+    assert!(s.forwarded);
+    assert_eq!(
+        s.ex.upstream_header("x-forwarded-user").as_deref(),
+        Some("alice")
+    );
+    let out = nav(&mut p, &mut jar, "/oauth2/callback/logout");
+    assert_eq!(out.status, Some(302));
+    assert_eq!(
+        query(out.location.as_deref().unwrap(), "id_token_hint").as_deref(),
+        Some(id_token.as_str())
+    );
+    for name in ["__Host-og_session", "__Secure-og_idt"] {
+        let c = out
+            .set_cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=;")))
+            .unwrap();
+        assert!(c.contains("Max-Age=0") && c.contains("; Secure"), "{c}");
+        assert!(jar.get(name).is_none(), "{name}");
+    }
+    let _ = clock;
+}
+
 #[test]
 fn logout_from_another_site_asks_first() {
     let (mut p, idp, clock, mut jar) = setup(json!({}));

@@ -71,7 +71,7 @@ pub use data::Session;
 
 use crate::auth::oidc::{flow, token};
 use crate::auth::revocation;
-use crate::config::{Browser, Config, CookieSecure, SessionStorage};
+use crate::config::{Browser, Config, CookieSecure, NamePrefix, SessionStorage};
 use crate::http::cookie::{self, CookieAttrs};
 use crate::http::LogLevel;
 use crate::jwt::{IdTokenValidation, Validation};
@@ -213,6 +213,11 @@ pub(crate) fn cookie_attrs(cfg: &Config, b: &Browser, req: &Req<'_>) -> CookieAt
 
 /// Whether cookies get `Secure` for this request.
 pub(crate) fn secure(cfg: &Config, b: &Browser, req: &Req<'_>) -> bool {
+    // RFC 6265bis §4.1.3: a `__Secure-`/`__Host-` name needs `Secure` whatever the scheme
+    // (the configuration refuses `cookieSecure: false` with such a prefix).
+    if b.session.name_prefix != NamePrefix::None {
+        return true;
+    }
     match b.session.cookie_secure {
         CookieSecure::Always => true,
         CookieSecure::Never => false,
@@ -605,9 +610,22 @@ pub(crate) fn persist(
 }
 
 /// The cookie holding the ID token for `id_token_hint` (cookie sessions): `<prefix>idt`.
+///
+/// Under a `__Host-` prefix it is `__Secure-<rest of the prefix>idt` instead: a `__Host-` cookie
+/// must have `Path=/` and would then ride along on every request, while this one is wanted at
+/// the logout path only. Not being `__Host-` it could be planted by a sibling subdomain, which
+/// gains little: with a session only the hint sealed for it is used; without one a planted hint
+/// names another ID token to the provider's logout.
 fn hint_cookie_name(b: &Browser) -> String {
-    format!("{}idt", b.session.cookie_prefix)
+    let prefix = &b.session.cookie_prefix;
+    match (b.session.name_prefix, prefix.get(HOST_PREFIX.len()..)) {
+        (NamePrefix::Host, Some(rest)) => format!("__Secure-{rest}idt"),
+        _ => format!("{prefix}idt"),
+    }
 }
+
+/// `__Host-`, the cookie-name prefix of RFC 6265bis §4.1.3.
+const HOST_PREFIX: &str = "__Host-";
 
 /// The ID token cookie is scoped to the logout path: browsers send it there only, so it costs
 /// nothing on other requests.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use oidc_common::{cookie_header, get, median_us, param, KEY1};
 use oidc_guard_testhost::backend::Backend;
-use oidc_guard_testhost::browser::{Browser, Request as Nav};
+use oidc_guard_testhost::browser::{Browser, CookieOutcome, Request as Nav};
 use oidc_guard_testhost::idp::{Client, Idp, IdpOptions};
 use oidc_guard_testhost::servers::{Flavor, RedisServer, ServerConfig};
 use oidc_guard_testhost::traefik::{Traefik, TraefikConfig};
@@ -101,6 +101,11 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
                 "s3cret",
                 &format!("{o1}/bob/oauth2/callback"),
             ))
+            .client(Client::new(
+                "app-hp",
+                "s3cret",
+                &format!("{o1}/hp/oauth2/callback"),
+            ))
             .access_token_ttl(300)
             .id_token_ttl(300),
     )
@@ -134,6 +139,11 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
                 json!({"allowedUsers": ["bob@example.org"]}),
             ),
         )
+        .middleware(
+            "guard-hp",
+            sub("app-hp", "hp", json!({"cookiePrefix": "__Host-hp_"})),
+        )
+        .route("hp", "PathPrefix(`/hp`)", &["guard-hp"], &backend.url())
         .route("es", "PathPrefix(`/es`)", &["guard-es"], &backend.url())
         .route("ed", "PathPrefix(`/ed`)", &["guard-ed"], &backend.url())
         .route("bob", "PathPrefix(`/bob`)", &["guard-bob"], &backend.url())
@@ -332,6 +342,38 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
     assert_eq!(idp.stats().unwrap().end_sessions, 1);
     assert!(b.jar().get("_oidc_guard_session").is_none());
     assert!(b.jar().get("_oidc_guard_idt").is_none());
+
+    // cookiePrefix `__Host-`: cookies a browser keeps (Secure even on plain http — browsers
+    // treat loopback as a secure context — Path=/, no Domain; the ID-token cookie `__Secure-`
+    // and scoped to the logout path), so login, session and logout work; a sibling subdomain
+    // cannot plant such a session (cookie tossing).
+    let mut hb = Browser::new();
+    hb.treat_loopback_as_secure(true);
+    let page = hb.get(&format!("{o1}/hp/x")).unwrap();
+    assert_eq!(page.status, 200, "{}\n{}", page.text(), t1.log_text());
+    assert_eq!(user_of(&page.text()), vec!["alice"]);
+    let ours: Vec<_> = hb
+        .set_cookie_log()
+        .iter()
+        .filter(|r| r.name.contains("hp_"))
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    for r in &ours {
+        assert!(
+            matches!(r.outcome, CookieOutcome::Stored | CookieOutcome::Deleted),
+            "{r:?}"
+        );
+        assert!(r.raw.contains("; Secure"), "{r:?}");
+    }
+    assert!(hb.jar().get("__Host-hp_session").is_some());
+    assert!(hb.jar().get("__Secure-hp_idt").is_some());
+    let again = hb.get(&format!("{o1}/hp/y")).unwrap();
+    assert_eq!(user_of(&again.text()), vec!["alice"], "the session holds");
+    let out = hb.get(&format!("{o1}/hp/logout")).unwrap();
+    let to = out.hops[0].location.clone().unwrap();
+    assert!(param(&to, "id_token_hint").is_some(), "{to}");
+    assert!(hb.jar().get("__Host-hp_session").is_none());
+    assert!(hb.jar().get("__Secure-hp_idt").is_none());
     // (In memory mode the revocation marker lives in the memory of the guest instance that
     // served the logout; a replayed copy of the cookie is refused everywhere only with a shared
     // store: see the Redis test below.)
