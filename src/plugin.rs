@@ -448,9 +448,22 @@ impl Guard {
             ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
         let mut strip = vec![cfg.upstream.user_header.clone()];
-        for h in &cfg.upstream.claim_headers {
-            if !strip.iter().any(|s| s.eq_ignore_ascii_case(&h.header)) {
-                strip.push(h.header.clone());
+        // The access token's header is stripped like the identity headers, unless it is
+        // `Authorization`: that one carries the client's own bearer token on other requests.
+        let access = cfg
+            .upstream
+            .access_token_header
+            .iter()
+            .filter(|h| !h.eq_ignore_ascii_case("authorization"));
+        for h in cfg
+            .upstream
+            .claim_headers
+            .iter()
+            .map(|c| &c.header)
+            .chain(access)
+        {
+            if !strip.iter().any(|s| s.eq_ignore_ascii_case(h)) {
+                strip.push(h.clone());
             }
         }
         Ok(Guard {
@@ -683,6 +696,30 @@ impl Guard {
                     ),
                 )),
                 None => {}
+            }
+        }
+        if let (Some(h), None, Via::Session) = (
+            &cfg.upstream.access_token_header,
+            &identity.access_token,
+            identity.via,
+        ) {
+            // A session without an access token (made before forwardAccessToken was set): the
+            // backend must not take a header the client sent for one the plugin set.
+            req.ex.remove_header(h);
+        }
+        if let (Some(h), Some(token)) = (&cfg.upstream.access_token_header, &identity.access_token)
+        {
+            let value = if h.eq_ignore_ascii_case("authorization") {
+                format!("Bearer {token}")
+            } else {
+                token.clone()
+            };
+            match sanitize_header_value(&value) {
+                Some(v) => self.set_upstream(req, h, &v),
+                None => self.log.push((
+                    LogLevel::Warn,
+                    format!("oidc-guard: the access token is longer than {MAX_HEADER_VALUE} bytes; {h} not set"),
+                )),
             }
         }
         if identity.via == Via::Session {

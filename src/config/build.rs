@@ -704,6 +704,7 @@ impl Ctx<'_> {
             "cookieDomain",
             "sessionMaxAge",
             "sessionStorage",
+            "forwardAccessToken",
         ] {
             if let Some(g) = self.raw.map.get(k) {
                 self.warnings.push(format!(
@@ -1253,33 +1254,9 @@ impl Ctx<'_> {
     fn upstream(&mut self, policy: &Policy) -> Upstream {
         let user_header = "X-Forwarded-User".to_string();
         let mut claim_headers: Vec<ClaimHeader> = Vec::new();
+        let mut access_token_header: Option<(String, String)> = None;
         let mut add = |cx: &mut Self, label: &str, header: String, claim: String| {
-            if !value::is_header_name(&header) {
-                cx.err(label, format!("{header:?} is not a valid header name"));
-                return;
-            }
-            const RESERVED: &[&str] = &[
-                "host",
-                "content-length",
-                "transfer-encoding",
-                "connection",
-                "upgrade",
-                "te",
-                "trailer",
-                "keep-alive",
-                "cookie",
-                "authorization",
-                "dpop",
-                "x-forwarded-user",
-                "x-forwarded-for",
-                "x-forwarded-host",
-                "x-forwarded-proto",
-            ];
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&header)) {
-                cx.err(
-                    label,
-                    format!("{header} cannot carry a claim (it is reserved)"),
-                );
+            if !upstream_header_ok(cx, label, &header, false) {
                 return;
             }
             if claim.is_empty() || claim.chars().any(|c| c.is_control()) {
@@ -1305,20 +1282,50 @@ impl Ctx<'_> {
                 Err(why) => self.err(&src.label, why),
             }
         }
+        let mut set_access = |cx: &mut Self, label: &str, header: String| {
+            if !upstream_header_ok(cx, label, &header, true) {
+                return;
+            }
+            match &access_token_header {
+                Some((h, l)) if !h.eq_ignore_ascii_case(&header) => cx.err(
+                    label,
+                    format!("the access token goes to one header, and {l} already names {h}"),
+                ),
+                _ => access_token_header = Some((header, label.to_string())),
+            }
+        };
         if let Some(src) = self.source("headers") {
             match traefikoidc_headers(&src.value) {
-                Ok(pairs) => {
-                    for (h, c) in pairs {
-                        add(self, &src.label, h, c);
+                Ok(entries) => {
+                    for e in entries {
+                        match e {
+                            HeaderEntry::Claim(h, c) => add(self, &src.label, h, c),
+                            HeaderEntry::AccessToken(h) => set_access(self, &src.label, h),
+                        }
                     }
                 }
                 Err(why) => self.err(&src.label, why),
+            }
+        }
+        if let Some(h) = self.string("forwardAccessToken").filter(|s| !s.is_empty()) {
+            let label = self.label("forwardAccessToken");
+            set_access(self, &label, h.trim().to_string());
+        }
+        let access_token_header = access_token_header.map(|(h, _)| h);
+        if let Some(h) = &access_token_header {
+            if claim_headers
+                .iter()
+                .any(|c| c.header.eq_ignore_ascii_case(h))
+            {
+                let label = self.label("forwardAccessToken");
+                self.err(&label, format!("{h} already carries a claim"));
             }
         }
         let _ = policy;
         Upstream {
             user_header,
             claim_headers,
+            access_token_header,
         }
     }
 
@@ -1737,7 +1744,56 @@ fn secret_inline(v: &Value, list: bool) -> Result<Vec<String>, String> {
 }
 
 /// traefikoidc's `headers: [{name, value}]`, each value exactly `{{.Claims.x}}`.
-fn traefikoidc_headers(v: &Value) -> Result<Vec<(String, String)>, String> {
+/// Whether `header` may carry a claim (or, with `access_token`, the access token, which may go
+/// in `Authorization`); errors go to `label`.
+fn upstream_header_ok(cx: &mut Ctx<'_>, label: &str, header: &str, access_token: bool) -> bool {
+    if !value::is_header_name(header) {
+        cx.err(label, format!("{header:?} is not a valid header name"));
+        return false;
+    }
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "cookie",
+        "authorization",
+        "dpop",
+        "x-forwarded-user",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    ];
+    let reserved = RESERVED.iter().any(|r| r.eq_ignore_ascii_case(header))
+        && !(access_token && header.eq_ignore_ascii_case("authorization"));
+    if reserved {
+        let what = if access_token {
+            "the access token"
+        } else {
+            "a claim"
+        };
+        cx.err(
+            label,
+            format!("{header} cannot carry {what} (it is reserved)"),
+        );
+        return false;
+    }
+    true
+}
+
+/// One entry of traefikoidc's `headers`.
+enum HeaderEntry {
+    /// `{{.Claims.name}}`: header, claim.
+    Claim(String, String),
+    /// `{{.AccessToken}}` (or `Bearer {{.AccessToken}}` in `Authorization`): the header.
+    AccessToken(String),
+}
+
+fn traefikoidc_headers(v: &Value) -> Result<Vec<HeaderEntry>, String> {
     let Value::Array(items) = v else {
         return Err(format!(
             "expected a list of {{name, value}}, found {}",
@@ -1772,13 +1828,21 @@ fn traefikoidc_headers(v: &Value) -> Result<Vec<(String, String)>, String> {
         let (Some(name), Some(val)) = (name, val) else {
             return Err(format!("element {i}: needs both name and value"));
         };
+        let template = val.trim();
+        let authorization = name.eq_ignore_ascii_case("authorization");
+        if (template == "{{.AccessToken}}" && !authorization)
+            || (template == "Bearer {{.AccessToken}}" && authorization)
+        {
+            out.push(HeaderEntry::AccessToken(name));
+            continue;
+        }
         let Some(claim) = value::claims_template(&val) else {
             return Err(format!(
-                "element {i} ({name}): only the exact form {{{{.Claims.name}}}} is supported (oidc-guard does not run Go templates), found {}",
+                "element {i} ({name}): only the exact forms {{{{.Claims.name}}}}, {{{{.AccessToken}}}} and (in Authorization) Bearer {{{{.AccessToken}}}} are supported (oidc-guard does not run Go templates), found {}",
                 value::describe(&Value::String(val.clone()))
             ));
         };
-        out.push((name, claim.to_string()));
+        out.push(HeaderEntry::Claim(name, claim.to_string()));
     }
     Ok(out)
 }

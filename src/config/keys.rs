@@ -319,6 +319,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
       "Extra headers for the backend, `Header-Name: claim`. Copies arriving from the client are removed."),
     k("headers", Kind::Headers, Def::None,
       "traefikoidc's form of `claimHeaders`: `[{name: X-Email, value: \"{{.Claims.email}}\"}]`; only the exact `{{.Claims.name}}` form is accepted."),
+    k("forwardAccessToken", Kind::Str, Def::None,
+      "Header that carries a browser session's access token to the backend: `Authorization` gets `Bearer <token>`, any other name (e.g. `X-Forwarded-Access-Token`) the token alone; copies from the client of the latter are removed. The session then keeps the access token (larger cookies) and refreshes it before it expires. Requests authenticated by a bearer token keep their own `Authorization`. traefikoidc's `headers` entries `{{.AccessToken}}` and `Authorization: Bearer {{.AccessToken}}` set it too."),
     k("minimalHeaders", Kind::Bool, Def::Value("false"), "traefikoidc's switch to forward fewer headers.")
         .no_effect("oidc-guard always forwards only `X-Forwarded-User` and the configured claim headers"),
     k("excludedURLs", Kind::List, Def::None,
@@ -577,7 +579,13 @@ pub(crate) static SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "Upstream headers and exclusions",
-        &["claimHeaders", "headers", "minimalHeaders", "excludedURLs"],
+        &[
+            "claimHeaders",
+            "headers",
+            "forwardAccessToken",
+            "minimalHeaders",
+            "excludedURLs",
+        ],
     ),
     (
         "Bearer tokens (`bearer.*`)",

@@ -1764,3 +1764,76 @@ fn hostile_values_never_panic() {
         }
     }
 }
+
+#[test]
+fn forward_access_token() {
+    let c = ok(&login(
+        json!({"forwardAccessToken": "X-Forwarded-Access-Token"}),
+    ));
+    assert_eq!(
+        c.upstream.access_token_header.as_deref(),
+        Some("X-Forwarded-Access-Token")
+    );
+    let c = ok(&login(json!({"forwardAccessToken": "Authorization"})));
+    assert_eq!(
+        c.upstream.access_token_header.as_deref(),
+        Some("Authorization")
+    );
+    assert_eq!(ok(&login(json!({}))).upstream.access_token_header, None);
+    assert_error(
+        &err(&login(json!({"forwardAccessToken": "Cookie"}))),
+        "forwardAccessToken",
+        "cannot carry the access token",
+    );
+    assert_error(
+        &err(&login(json!({"forwardAccessToken": "X Token"}))),
+        "forwardAccessToken",
+        "not a valid header name",
+    );
+    assert_error(
+        &err(&login(
+            json!({"forwardAccessToken": "X-Email", "claimHeaders": {"X-Email": "email"}}),
+        )),
+        "forwardAccessToken",
+        "already carries a claim",
+    );
+    // traefikoidc's templates.
+    let c = ok(&login(json!({"headers": [
+        {"name": "X-Token", "value": "{{.AccessToken}}"},
+        {"name": "X-Email", "value": "{{.Claims.email}}"},
+    ]})));
+    assert_eq!(c.upstream.access_token_header.as_deref(), Some("X-Token"));
+    assert_eq!(c.upstream.claim_headers.len(), 1);
+    let c = ok(&login(json!({"headers": [
+        {"name": "Authorization", "value": "Bearer {{.AccessToken}}"},
+    ]})));
+    assert_eq!(
+        c.upstream.access_token_header.as_deref(),
+        Some("Authorization")
+    );
+    for bad in [
+        json!({"name": "Authorization", "value": "{{.AccessToken}}"}),
+        json!({"name": "X-Token", "value": "Bearer {{.AccessToken}}"}),
+    ] {
+        assert_error(
+            &err(&login(json!({"headers": [bad]}))),
+            "headers",
+            "only the exact forms",
+        );
+    }
+    assert_error(
+        &err(&login(json!({
+            "forwardAccessToken": "X-A",
+            "headers": [{"name": "X-B", "value": "{{.AccessToken}}"}],
+        }))),
+        "forwardAccessToken",
+        "one header",
+    );
+    // Without browser login it does nothing, and says so.
+    let c = ok(&bearer(json!({"forwardAccessToken": "X-Token"})));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("forwardAccessToken")),
+        "{:?}",
+        c.warnings
+    );
+}

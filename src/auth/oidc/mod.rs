@@ -491,6 +491,12 @@ fn complete(
         generation: 0,
         refresh_token: tokens.refresh_token.clone(),
         id_token: None,
+        access_token: g
+            .cfg
+            .upstream
+            .access_token_header
+            .as_ref()
+            .map(|_| tokens.access_token.clone()),
         claims: data::select_claims(&g.cfg, claims.as_map()),
     };
 

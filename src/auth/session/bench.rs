@@ -40,6 +40,7 @@ pub fn sample_session(groups: usize) -> Session {
         generation: 0,
         refresh_token: Some("x".repeat(43)),
         id_token: None,
+        access_token: None,
         claims,
     }
 }

@@ -17,7 +17,7 @@ use crate::config::Config;
 ///
 /// Serialised as a JSON object with one-letter member names (it goes into a cookie):
 /// `i` id, `s` sub, `p` provider sid, `l` login ms, `e` expiry, `m` max, `g` generation,
-/// `r` refresh token, `t` ID token, `c` claims. Written and read by hand rather than derived:
+/// `r` refresh token, `t` ID token, `a` access token, `c` claims. Written and read by hand rather than derived:
 /// the derived code costs more guest size than these few lines.
 #[derive(Clone, PartialEq)]
 pub struct Session {
@@ -42,6 +42,8 @@ pub struct Session {
     /// keeps it in a cookie of its own, sent only to the logout path, so the cookie opened on
     /// every request stays small).
     pub id_token: Option<String>,
+    /// The access token, kept only to forward it (`forwardAccessToken`).
+    pub access_token: Option<String>,
     /// The claims the policy and the identity headers read.
     pub claims: Map<String, Value>,
 }
@@ -59,6 +61,10 @@ impl fmt::Debug for Session {
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
             .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +91,9 @@ impl Session {
         if let Some(t) = &self.id_token {
             m.insert("t".into(), Value::String(t.clone()));
         }
+        if let Some(a) = &self.access_token {
+            m.insert("a".into(), Value::String(a.clone()));
+        }
         m.insert("c".into(), Value::Object(self.claims.clone()));
         serde_json::to_vec(&Value::Object(m))
             .map_err(|_| crate::error::Error::Other("session does not serialise".into()))
@@ -105,6 +114,7 @@ impl Session {
         let provider_sid = string("p")?;
         let refresh_token = string("r")?;
         let id_token = string("t")?;
+        let access_token = string("a")?;
         let num = |k: &str| m.get(k).and_then(Value::as_u64);
         let login_ms = num("l")?;
         let expires = num("e")?;
@@ -123,6 +133,7 @@ impl Session {
             generation,
             refresh_token,
             id_token,
+            access_token,
             claims,
         })
     }
@@ -262,6 +273,7 @@ mod tests {
             generation: 0,
             refresh_token: Some("secret-rt".into()),
             id_token: None,
+            access_token: None,
             claims: Map::new(),
         };
         let b = s.encode().unwrap();

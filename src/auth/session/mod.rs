@@ -353,13 +353,18 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     Outcome::Authenticated(Identity {
         principal,
         via: Via::Session,
-        access_token: None,
+        access_token: cfg
+            .upstream
+            .access_token_header
+            .as_ref()
+            .and(session.access_token.clone()),
     })
 }
 
 /// Adjusts the forwarded request of an authenticated session: removes oidc-guard's own cookies
 /// (session and its chunks, the ID token cookie, login flows) from the `Cookie` header when
-/// `stripAuthCookies` (default). No access token is forwarded (the session keeps none).
+/// `stripAuthCookies` (default). (The access token, when forwarded, is set with the identity
+/// headers.)
 pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) {
     let Some(b) = g.cfg.browser.as_ref() else {
         return;
@@ -820,6 +825,9 @@ fn refresh_now(
     next.generation = old.generation.saturating_add(1);
     if let Some(rt) = resp.refresh_token.clone() {
         next.refresh_token = Some(rt);
+    }
+    if cfg.upstream.access_token_header.is_some() {
+        next.access_token = Some(resp.access_token.clone());
     }
     let mut expires = resp.expires_in.map(|s| now.saturating_add(s));
     if let Some(id_token) = resp.id_token.as_deref() {

@@ -459,3 +459,75 @@ fn our_cookies_are_kept_when_stripping_is_off() {
         .unwrap()
         .contains("_oidc_guard_session="));
 }
+
+/// `forwardAccessToken`: the session keeps the access token, the backend gets it (a client's
+/// copy is replaced), and a refresh forwards the new one from then on.
+#[test]
+fn access_token_is_forwarded_and_follows_refreshes() {
+    let (mut p, idp, clock, mut jar) = logged_in(
+        json!({"forwardAccessToken": "X-Forwarded-Access-Token", "refreshGracePeriod": "60s", "excludedURLs": ["/public"]}),
+        Some("rt-1"),
+        120,
+    );
+    let s = send(
+        &mut p,
+        &mut jar,
+        FakeExchange::get("/app").with("X-Forwarded-Access-Token", "forged"),
+    );
+    assert!(s.forwarded);
+    assert_eq!(
+        s.ex.upstream_header("x-forwarded-access-token").as_deref(),
+        Some("at-1")
+    );
+    clock.advance(61_000);
+    let mut c = Idp::claims("ignored", clock.now_ms() / 1000);
+    c.as_object_mut().unwrap().remove("nonce");
+    let mut answer = idp.tokens(&idp.sign(&c), Some("rt-2"), 300);
+    answer["access_token"] = json!("at-2");
+    idp.answer(200, answer);
+    for _ in 0..2 {
+        let s = nav(&mut p, &mut jar, "/app");
+        assert!(s.forwarded);
+        assert_eq!(
+            s.ex.upstream_header("x-forwarded-access-token").as_deref(),
+            Some("at-2")
+        );
+    }
+    assert_eq!(idp.net.token_requests().len(), 2, "one login, one refresh");
+    // Unauthenticated requests never forward a client's copy (here: an excluded path).
+    let mut none = Jar::default();
+    let s = send(
+        &mut p,
+        &mut none,
+        FakeExchange::get("/public/x").with("X_Forwarded_Access_Token", "forged"),
+    );
+    assert!(s.forwarded);
+    assert_eq!(s.ex.upstream_header("x_forwarded_access_token"), None);
+}
+
+/// `forwardAccessToken: Authorization` sets `Bearer <token>`, replacing what the client sent;
+/// a session made before the option was set forwards no `Authorization` at all.
+#[test]
+fn access_token_in_authorization() {
+    let cfg = json!({"forwardAccessToken": "Authorization"});
+    let (mut p, _idp, _clock, mut jar) = logged_in(cfg.clone(), None, 300);
+    let s = send(
+        &mut p,
+        &mut jar,
+        FakeExchange::get("/app").with("Authorization", "Basic bWFsbG9yeTpwdw=="),
+    );
+    assert!(s.forwarded);
+    assert_eq!(
+        s.ex.upstream_header("authorization").as_deref(),
+        Some("Bearer at-1")
+    );
+    let (_p, idp, clock, mut old) = logged_in(json!({}), None, 300);
+    let mut with = plugin(&merge(base_config(), cfg), &idp, &clock, None);
+    let s = send(
+        &mut with,
+        &mut old,
+        FakeExchange::get("/app").with("Authorization", "Basic bWFsbG9yeTpwdw=="),
+    );
+    assert!(s.forwarded, "the older session still works");
+    assert_eq!(s.ex.upstream_header("authorization"), None);
+}

@@ -141,7 +141,11 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
         )
         .middleware(
             "guard-hp",
-            sub("app-hp", "hp", json!({"cookiePrefix": "__Host-hp_"})),
+            sub(
+                "app-hp",
+                "hp",
+                json!({"cookiePrefix": "__Host-hp_", "forwardAccessToken": "X-Forwarded-Access-Token"}),
+            ),
         )
         .route("hp", "PathPrefix(`/hp`)", &["guard-hp"], &backend.url())
         .route("es", "PathPrefix(`/es`)", &["guard-es"], &backend.url())
@@ -367,8 +371,26 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
     }
     assert!(hb.jar().get("__Host-hp_session").is_some());
     assert!(hb.jar().get("__Secure-hp_idt").is_some());
-    let again = hb.get(&format!("{o1}/hp/y")).unwrap();
+    let again = hb
+        .send(Nav::get(&format!("{o1}/hp/y")).header("X-Forwarded-Access-Token", "forged"))
+        .unwrap();
     assert_eq!(user_of(&again.text()), vec!["alice"], "the session holds");
+    // forwardAccessToken: the provider's access token, not the client's copy.
+    let tokens: Vec<String> = seen(&again.text())
+        .into_iter()
+        .filter(|(k, _)| k == "x-forwarded-access-token")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(tokens[0].len() >= 32 && tokens[0] != "forged", "{tokens:?}");
+    let disco: Value = serde_json::from_str(&get(&idp.discovery_url(), &[]).body).unwrap();
+    let userinfo = disco["userinfo_endpoint"].as_str().unwrap();
+    let me = get(
+        userinfo,
+        &[("Authorization", &format!("Bearer {}", tokens[0]))],
+    );
+    assert_eq!(me.status, 200, "the provider accepts it: {}", me.body);
+    assert!(me.body.contains("\"sub\":\"alice\""), "{}", me.body);
     let out = hb.get(&format!("{o1}/hp/logout")).unwrap();
     let to = out.hops[0].location.clone().unwrap();
     assert!(param(&to, "id_token_hint").is_some(), "{to}");
