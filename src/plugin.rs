@@ -716,10 +716,13 @@ impl Guard {
             };
             match sanitize_header_value(&value) {
                 Some(v) => self.set_upstream(req, h, &v),
-                None => self.log.push((
-                    LogLevel::Warn,
-                    format!("oidc-guard: the access token is longer than {MAX_HEADER_VALUE} bytes; {h} not set"),
-                )),
+                None => {
+                    req.ex.remove_header(h);
+                    self.log.push((
+                        LogLevel::Warn,
+                        format!("oidc-guard: the access token is longer than {MAX_HEADER_VALUE} bytes; {h} not set"),
+                    ));
+                }
             }
         }
         if identity.via == Via::Session {

@@ -1311,16 +1311,15 @@ impl Ctx<'_> {
             let label = self.label("forwardAccessToken");
             set_access(self, &label, h.trim().to_string());
         }
-        let access_token_header = access_token_header.map(|(h, _)| h);
-        if let Some(h) = &access_token_header {
+        if let Some((h, label)) = &access_token_header {
             if claim_headers
                 .iter()
                 .any(|c| c.header.eq_ignore_ascii_case(h))
             {
-                let label = self.label("forwardAccessToken");
-                self.err(&label, format!("{h} already carries a claim"));
+                self.err(label, format!("{h} already carries a claim"));
             }
         }
+        let access_token_header = access_token_header.map(|(h, _)| h);
         let _ = policy;
         Upstream {
             user_header,
@@ -1743,7 +1742,6 @@ fn secret_inline(v: &Value, list: bool) -> Result<Vec<String>, String> {
     }
 }
 
-/// traefikoidc's `headers: [{name, value}]`, each value exactly `{{.Claims.x}}`.
 /// Whether `header` may carry a claim (or, with `access_token`, the access token, which may go
 /// in `Authorization`); errors go to `label`.
 fn upstream_header_ok(cx: &mut Ctx<'_>, label: &str, header: &str, access_token: bool) -> bool {
@@ -1793,6 +1791,8 @@ enum HeaderEntry {
     AccessToken(String),
 }
 
+/// traefikoidc's `headers: [{name, value}]`, each value exactly `{{.Claims.x}}`,
+/// `{{.AccessToken}}`, or `Bearer {{.AccessToken}}` in `Authorization`.
 fn traefikoidc_headers(v: &Value) -> Result<Vec<HeaderEntry>, String> {
     let Value::Array(items) = v else {
         return Err(format!(
