@@ -698,31 +698,28 @@ impl Guard {
                 None => {}
             }
         }
-        if let (Some(h), None, Via::Session) = (
-            &cfg.upstream.access_token_header,
-            &identity.access_token,
-            identity.via,
-        ) {
-            // A session without an access token (made before forwardAccessToken was set): the
-            // backend must not take a header the client sent for one the plugin set.
-            req.ex.remove_header(h);
-        }
-        if let (Some(h), Some(token)) = (&cfg.upstream.access_token_header, &identity.access_token)
-        {
-            let value = if h.eq_ignore_ascii_case("authorization") {
-                format!("Bearer {token}")
-            } else {
-                token.clone()
-            };
-            match sanitize_header_value(&value) {
-                Some(v) => self.set_upstream(req, h, &v),
-                None => {
+        if let Some(h) = &cfg.upstream.access_token_header {
+            let value = identity.access_token.as_ref().map(|token| {
+                if h.eq_ignore_ascii_case("authorization") {
+                    format!("Bearer {token}")
+                } else {
+                    token.clone()
+                }
+            });
+            match value.as_deref().map(sanitize_header_value) {
+                Some(Some(v)) => self.set_upstream(req, h, &v),
+                Some(None) => {
                     req.ex.remove_header(h);
                     self.log.push((
                         LogLevel::Warn,
                         format!("oidc-guard: the access token is longer than {MAX_HEADER_VALUE} bytes; {h} not set"),
                     ));
                 }
+                // A session without an access token (made before forwardAccessToken was set):
+                // the backend must not take a header the client sent for one the plugin set.
+                None if identity.via == Via::Session => req.ex.remove_header(h),
+                // A bearer token: its own `Authorization` stays; another header is stripped.
+                None => {}
             }
         }
         if identity.via == Via::Session {

@@ -336,6 +336,11 @@ pub enum NamePrefix {
 }
 
 impl NamePrefix {
+    /// The `__Host-` prefix.
+    pub const HOST: &'static str = "__Host-";
+    /// The `__Secure-` prefix.
+    pub const SECURE: &'static str = "__Secure-";
+
     /// The rule `cookie_prefix` (the start of every cookie name) falls under.
     pub fn of(cookie_prefix: &str) -> NamePrefix {
         let starts = |p: &str| {
@@ -343,9 +348,9 @@ impl NamePrefix {
                 .get(..p.len())
                 .is_some_and(|s| s.eq_ignore_ascii_case(p))
         };
-        if starts("__Host-") {
+        if starts(Self::HOST) {
             NamePrefix::Host
-        } else if starts("__Secure-") {
+        } else if starts(Self::SECURE) {
             NamePrefix::Secure
         } else {
             NamePrefix::None

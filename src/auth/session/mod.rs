@@ -623,14 +623,11 @@ pub(crate) fn persist(
 /// names another ID token to the provider's logout.
 fn hint_cookie_name(b: &Browser) -> String {
     let prefix = &b.session.cookie_prefix;
-    match (b.session.name_prefix, prefix.get(HOST_PREFIX.len()..)) {
-        (NamePrefix::Host, Some(rest)) => format!("__Secure-{rest}idt"),
+    match (b.session.name_prefix, prefix.get(NamePrefix::HOST.len()..)) {
+        (NamePrefix::Host, Some(rest)) => format!("{}{rest}idt", NamePrefix::SECURE),
         _ => format!("{prefix}idt"),
     }
 }
-
-/// `__Host-`, the cookie-name prefix of RFC 6265bis §4.1.3.
-const HOST_PREFIX: &str = "__Host-";
 
 /// The ID token cookie is scoped to the logout path: browsers send it there only, so it costs
 /// nothing on other requests.
