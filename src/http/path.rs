@@ -39,6 +39,55 @@ pub fn split_target(uri: &str) -> (&str, Option<&str>) {
 /// Normalises the path of a request target (the query is ignored).
 pub fn normalize(uri: &str) -> NormalPath {
     let (raw, _) = split_target(uri);
+    if is_plain(raw) {
+        return NormalPath::Clean(raw.to_string());
+    }
+    normalize_path(raw)
+}
+
+/// Whether `raw` is its own normal form, which is what almost every request's path is: it starts
+/// with `/`, holds only RFC 3986 `pchar`s other than `%` and `;` (so nothing to decode and no
+/// path parameters), and neither `//` (an empty segment) nor `/.` (the only way to begin a dot
+/// segment). Such a path comes out of the full normalisation unchanged (the test
+/// `plain_paths_are_their_own_normal_form` checks this against every short path), and this
+/// check is one pass without allocating.
+fn is_plain(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev_slash = false;
+    for &c in b {
+        let ok = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+            );
+        if !ok || (prev_slash && (c == b'/' || c == b'.')) {
+            return false;
+        }
+        prev_slash = c == b'/';
+    }
+    true
+}
+
+/// The full normalisation of a request path (without the query).
+fn normalize_path(raw: &str) -> NormalPath {
     // An absolute-form target (`http://host/path`) carries its path after the authority.
     let raw = strip_absolute_form(raw);
     if raw.contains('\\') || raw.contains('\0') {
@@ -172,6 +221,63 @@ mod tests {
         match normalize(s) {
             NormalPath::Clean(p) => p,
             NormalPath::Ambiguous => panic!("{s} was ambiguous"),
+        }
+    }
+
+    /// Every path of up to six bytes over an alphabet of the bytes that matter to normalisation:
+    /// where the one-pass check calls a path plain, the full normalisation agrees that it is
+    /// clean and unchanged; and the check does call the everyday ones plain.
+    #[test]
+    fn plain_paths_are_their_own_normal_form() {
+        let alphabet = [
+            b'/', b'.', b'a', b';', b'%', b'2', b'F', b'\\', b'?', b'#', b'~',
+        ];
+        let mut plain = 0;
+        let mut path = Vec::new();
+        fn walk(path: &mut Vec<u8>, alphabet: &[u8], depth: usize, plain: &mut usize) {
+            let raw = std::str::from_utf8(path).unwrap();
+            if is_plain(raw) {
+                *plain += 1;
+                assert_eq!(
+                    normalize_path(raw),
+                    NormalPath::Clean(raw.to_string()),
+                    "{raw:?} was taken as plain"
+                );
+            }
+            if depth == 0 {
+                return;
+            }
+            for &c in alphabet {
+                path.push(c);
+                walk(path, alphabet, depth - 1, plain);
+                path.pop();
+            }
+        }
+        walk(&mut path, &alphabet, 6, &mut plain);
+        assert!(plain > 1000, "only {plain} paths were plain");
+        for p in [
+            "/",
+            "/a",
+            "/api/v1/users",
+            "/a/b/",
+            "/x.y/z~1",
+            "/a-b_c/@me:1",
+        ] {
+            assert!(is_plain(p), "{p}");
+            assert_eq!(normalize(p), NormalPath::Clean(p.to_string()));
+        }
+        for p in [
+            "",
+            "a",
+            "//a",
+            "/./a",
+            "/a/..",
+            "/.well-known/x",
+            "/a%2Fb",
+            "/a;b",
+            "/é",
+        ] {
+            assert!(!is_plain(p), "{p}");
         }
     }
 
