@@ -26,8 +26,11 @@ pub trait Clock {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
+// Inherent, so the plugin (compiled against this type in the wasm artifact, see [`PluginClock`])
+// calls them without the trait in scope; the `Clock` impl forwards.
+impl SystemClock {
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
         // A clock before 1970 is a host bug; treat it as the epoch rather than trap.
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -35,13 +38,38 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 
-    fn now_us(&self) -> u64 {
+    /// Whole seconds since the Unix epoch.
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn now_us(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0)
     }
 }
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock::now_ms(self)
+    }
+
+    fn now_us(&self) -> u64 {
+        SystemClock::now_us(self)
+    }
+}
+
+/// The clock the plugin reads. In the wasm artifact it is [`SystemClock`] itself, so a reading
+/// is a direct call rather than one through a vtable (see `crate::http::Ex` for what an indirect
+/// call costs under Traefik); natively it is any [`Clock`], so tests can set the time.
+#[cfg(target_arch = "wasm32")]
+pub type PluginClock = SystemClock;
+/// See the wasm32 definition.
+#[cfg(not(target_arch = "wasm32"))]
+pub type PluginClock = dyn Clock;
 
 /// A settable clock for tests.
 #[derive(Debug, Default)]

@@ -24,10 +24,10 @@ use serde_json::{Map, Value};
 
 use crate::auth::provider::{Deps, ProviderState};
 use crate::auth::{backchannel, bearer, oidc, policy, session};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{PluginClock, SystemClock};
 use crate::config::{Config, ConfigError, Platform};
 use crate::http::path::{normalize, split_target, under_prefix, NormalPath};
-use crate::http::{cookie, Exchange, LogLevel};
+use crate::http::{canonical_owned, cookie, Ex, LogLevel};
 use crate::net::http::Fetch;
 use crate::response::Response;
 use crate::store::{Mode, SealKey, Sealer, TieredConfig, TieredStore, L2};
@@ -141,7 +141,7 @@ impl Plugin {
     }
 
     /// Handles one request; `true` forwards it to the next handler.
-    pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
+    pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
         match &mut self.inner {
             Inner::Ready(g) => g.handle(ex),
             Inner::Misconfigured { logged, summary } => {
@@ -171,7 +171,7 @@ impl Plugin {
 /// The replaceable parts of a guard: time, the L2, the HTTP client.
 pub struct Parts {
     /// Wall clock.
-    pub clock: Rc<dyn Clock>,
+    pub clock: Rc<PluginClock>,
     /// The L2 (Redis client or host bridge), if any.
     pub l2: Option<Box<dyn L2>>,
     /// The HTTP client for the provider.
@@ -230,7 +230,7 @@ pub struct Guard {
     /// The validated configuration.
     pub cfg: Rc<Config>,
     /// Wall clock.
-    pub clock: Rc<dyn Clock>,
+    pub clock: Rc<PluginClock>,
     /// The two-tier store.
     pub store: TieredStore,
     /// HTTP client for the provider.
@@ -254,7 +254,7 @@ pub struct Guard {
 /// One request as the pipeline sees it.
 pub struct Req<'a> {
     /// The host exchange.
-    pub ex: &'a dyn Exchange,
+    pub ex: &'a Ex<'a>,
     /// Method, upper case (read from the host on first use: the hot paths never need it).
     method: OnceCell<String>,
     /// The request target as received (path and query).
@@ -447,7 +447,8 @@ impl Guard {
         let provider =
             ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
-        let mut strip = vec![cfg.upstream.user_header.clone()];
+        // Kept in Go's canonical spelling: the host then takes each removal as it is.
+        let mut strip = vec![canonical_owned(&cfg.upstream.user_header)];
         // The access token's header is stripped like the identity headers, unless it is
         // `Authorization`: that one carries the client's own bearer token on other requests.
         let access = cfg
@@ -463,7 +464,7 @@ impl Guard {
             .chain(access)
         {
             if !strip.iter().any(|s| s.eq_ignore_ascii_case(h)) {
-                strip.push(h.clone());
+                strip.push(canonical_owned(h));
             }
         }
         Ok(Guard {
@@ -482,7 +483,7 @@ impl Guard {
     }
 
     /// Handles one request; `true` forwards it.
-    pub fn handle(&mut self, ex: &dyn Exchange) -> bool {
+    pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
         let mut req = self.request(ex);
         let result = self.route(&mut req);
         let forward = match result {
@@ -511,7 +512,7 @@ impl Guard {
     }
 
     /// Removes the other spellings of the identity headers (see [`Aliases`]).
-    fn strip_aliases(&self, ex: &dyn Exchange) {
+    fn strip_aliases(&self, ex: &Ex<'_>) {
         match &self.aliases {
             Aliases::Remove(names) => {
                 for a in names {
@@ -532,7 +533,7 @@ impl Guard {
         }
     }
 
-    fn request<'a>(&self, ex: &'a dyn Exchange) -> Req<'a> {
+    fn request<'a>(&self, ex: &'a Ex<'_>) -> Req<'a> {
         let target = ex.uri();
         let (_, query) = split_target(&target);
         let query = query.map(str::to_string);
@@ -738,9 +739,8 @@ impl Guard {
         }
     }
 
-    fn finish(&mut self, ex: &dyn Exchange) {
+    fn finish(&mut self, ex: &Ex<'_>) {
         self.store.end_request();
-        self.fetch.end_request();
         for ev in self.store.drain_events() {
             self.log
                 .push((LogLevel::Warn, format!("oidc-guard: store: {ev}")));
@@ -757,7 +757,7 @@ impl Guard {
             Deps {
                 fetch: &mut *self.fetch,
                 store: &mut self.store,
-                clock: &*self.clock,
+                clock: self.clock.as_ref(),
                 log: &mut self.log,
             },
         )
@@ -773,7 +773,7 @@ fn build_store(
     cfg: &Config,
     keys: &Keys,
     l2: Option<Box<dyn L2>>,
-    clock: Rc<dyn Clock>,
+    clock: Rc<PluginClock>,
 ) -> TieredStore {
     let s = &cfg.store;
     let mode = match s.mode {
@@ -869,7 +869,7 @@ impl Aliases {
                 if !headers.iter().any(|x| x.eq_ignore_ascii_case(&spelling))
                     && !out.iter().any(|x| x.eq_ignore_ascii_case(&spelling))
                 {
-                    out.push(spelling);
+                    out.push(canonical_owned(&spelling));
                 }
             }
             if out.len() > Self::MAX_REMOVE {
@@ -898,7 +898,7 @@ fn is_alias(name: &str, canonical: &str) -> bool {
             .all(|(a, b)| fold(a) == fold(b))
 }
 
-fn strip_identity_headers_default(ex: &dyn Exchange) {
+fn strip_identity_headers_default(ex: &Ex<'_>) {
     ex.remove_header("X-Forwarded-User");
 }
 

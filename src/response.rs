@@ -5,7 +5,7 @@
 //! Bodies never explain *why* a credential was refused beyond the RFC 6750 error code: that
 //! detail goes to Traefik's log, not to a client that may be an attacker.
 
-use crate::http::Exchange;
+use crate::http::Ex;
 
 /// A response the plugin writes instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +280,7 @@ impl Response {
     }
 
     /// Writes the response through the host (headers, then status, then body).
-    pub fn send(&self, ex: &dyn Exchange) {
+    pub fn send(&self, ex: &Ex<'_>) {
         ex.send(self.status, &self.headers, &self.body);
     }
 }

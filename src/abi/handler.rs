@@ -49,27 +49,36 @@ const MAX_VALUE: usize = 1 << 20;
 const FIRST_SHORT: usize = 256;
 const FIRST_HEADER: usize = 1024;
 
-/// Reads a host string with `call(buf, limit) -> length`: into a buffer of `first` bytes, again
+/// Reads a host string with `call(ptr, limit) -> length`: into a buffer of `first` bytes, again
 /// into one of the announced length when it did not fit. A negative or absurd length reads as
 /// empty rather than trapping.
-fn read_into(first: usize, mut call: impl FnMut(&mut [u8]) -> i64) -> Vec<u8> {
-    let mut buf = vec![0u8; first];
-    let mut len = clamp(call(&mut buf));
-    if len > buf.len() {
-        buf.resize(len, 0);
-        // The value may have changed in between: never trust a length beyond the buffer.
-        len = clamp(call(&mut buf)).min(buf.len());
+///
+/// The buffer is not zeroed first: the host writes the value into it, and only the bytes it
+/// wrote are kept. (Zeroing the 1 KiB header buffer was a `calloc` and a `memory.fill` per read,
+/// which wazero runs as a loop of `memmove` calls.)
+fn read_into(first: usize, mut call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
+    let mut buf: Vec<u8> = Vec::with_capacity(first);
+    let mut len = clamp(call(buf.as_mut_ptr(), limit(buf.capacity())));
+    if len > buf.capacity() {
+        buf.reserve_exact(len);
+        len = clamp(call(buf.as_mut_ptr(), limit(buf.capacity())));
+        if len > buf.capacity() {
+            // Grown again in between (the host wrote nothing): read as empty.
+            len = 0;
+        }
     }
-    buf.truncate(len);
+    // SAFETY: the http-wasm ABI: a call answering a length no larger than `buf_limit` has written
+    // exactly that many bytes at `buf`; `len` is at most the capacity either way.
+    unsafe { buf.set_len(len) };
     buf
 }
 
 /// As [`read_into`], for the calls that answer `count << 32 | length` (a list of `count`
 /// NUL-terminated strings): the bytes and the count.
-fn read_list(mut call: impl FnMut(&mut [u8]) -> i64) -> (usize, Vec<u8>) {
+fn read_list(mut call: impl FnMut(*mut u8, i32) -> i64) -> (usize, Vec<u8>) {
     let mut count = 0;
-    let buf = read_into(FIRST_HEADER, |buf| {
-        let r = call(buf);
+    let buf = read_into(FIRST_HEADER, |ptr, lim| {
+        let r = call(ptr, lim);
         count = usize::try_from(r >> 32).unwrap_or(0);
         r & 0xffff_ffff
     });
@@ -80,8 +89,8 @@ fn clamp(len: i64) -> usize {
     usize::try_from(len).map_or(0, |l| if l > MAX_VALUE { 0 } else { l })
 }
 
-fn limit(buf: &[u8]) -> i32 {
-    i32::try_from(buf.len()).unwrap_or(i32::MAX)
+fn limit(capacity: usize) -> i32 {
+    i32::try_from(capacity).unwrap_or(i32::MAX)
 }
 
 /// Bytes to `String` without a copy when they are UTF-8 (the usual case); invalid sequences become
@@ -90,35 +99,10 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// A header name in Go's canonical form (`x-forwarded-user` → `X-Forwarded-User`), so the
-/// host's `http.Header` finds it without canonicalising it into a new string. Names with a byte
-/// Go would not canonicalise (not an RFC 9110 token character) are passed as they are, which is
-/// what Go does with them too.
-fn canonical(name: &str, out: &mut [u8; 64]) -> Option<usize> {
-    let b = name.as_bytes();
-    if b.len() > out.len()
-        || !b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
-    {
-        return None;
-    }
-    let mut upper = true;
-    for (o, &c) in out.iter_mut().zip(b) {
-        *o = if upper {
-            c.to_ascii_uppercase()
-        } else {
-            c.to_ascii_lowercase()
-        };
-        upper = c == b'-';
-    }
-    Some(b.len())
-}
-
 /// Calls `f` with the canonical form of `name` (or `name` itself).
 fn with_name<R>(name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buf = [0u8; 64];
-    match canonical(name, &mut buf) {
+    match crate::http::canonical_name(name, &mut buf) {
         Some(n) => f(&buf[..n]),
         None => f(name.as_bytes()),
     }
@@ -127,18 +111,10 @@ fn with_name<R>(name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
 /// The NUL-terminated values of a request header, and how many there are.
 fn header_raw(name: &str) -> (usize, Vec<u8>) {
     with_name(name, |n| {
-        read_list(|buf| {
+        read_list(|buf, lim| {
             // SAFETY: `n` is readable and `buf` writable for the lengths passed; the host writes
             // at most `buf_limit` bytes.
-            unsafe {
-                get_header_values(
-                    REQUEST,
-                    n.as_ptr(),
-                    len32(n.len()),
-                    buf.as_mut_ptr(),
-                    limit(buf),
-                )
-            }
+            unsafe { get_header_values(REQUEST, n.as_ptr(), len32(n.len()), buf, lim) }
         })
     })
 }
@@ -160,22 +136,28 @@ impl<'a> WasmExchange<'a> {
     }
 }
 
-impl Exchange for WasmExchange<'_> {
-    fn method(&self) -> String {
+// The methods are inherent so that the request pipeline, which is compiled against this type
+// in the plugin (`crate::http::Ex`), calls them directly without importing the trait; the trait
+// impl below only forwards.
+impl WasmExchange<'_> {
+    /// The request method.
+    pub fn method(&self) -> String {
         // SAFETY: `buf` is writable for the length passed.
-        text(read_into(16, |buf| {
-            i64::from(unsafe { get_method(buf.as_mut_ptr(), limit(buf)) })
+        text(read_into(16, |buf, lim| {
+            i64::from(unsafe { get_method(buf, lim) })
         }))
     }
 
-    fn uri(&self) -> String {
+    /// The request target (path and query).
+    pub fn uri(&self) -> String {
         // SAFETY: `buf` is writable for the length passed.
-        text(read_into(FIRST_SHORT, |buf| {
-            i64::from(unsafe { get_uri(buf.as_mut_ptr(), limit(buf)) })
+        text(read_into(FIRST_SHORT, |buf, lim| {
+            i64::from(unsafe { get_uri(buf, lim) })
         }))
     }
 
-    fn header_values(&self, name: &str) -> Vec<String> {
+    /// Every value of request header `name`.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
         let (count, mut buf) = header_raw(name);
         if count == 0 {
             return Vec::new();
@@ -190,7 +172,8 @@ impl Exchange for WasmExchange<'_> {
         values
     }
 
-    fn header(&self, name: &str) -> Option<String> {
+    /// The first value of request header `name`.
+    pub fn header(&self, name: &str) -> Option<String> {
         let (count, mut buf) = header_raw(name);
         if count == 0 {
             return None;
@@ -206,11 +189,12 @@ impl Exchange for WasmExchange<'_> {
         Some(text(buf))
     }
 
-    fn header_names(&self, visit: &mut dyn FnMut(&str)) {
-        let (count, buf) = read_list(|buf| {
+    /// Calls `visit` with every request header name.
+    pub fn header_names(&self, visit: &mut dyn FnMut(&str)) {
+        let (count, buf) = read_list(|buf, lim| {
             // SAFETY: `buf` is writable for the length passed; the host writes at most
             // `buf_limit` bytes.
-            unsafe { get_header_names(REQUEST, buf.as_mut_ptr(), limit(buf)) }
+            unsafe { get_header_names(REQUEST, buf, lim) }
         });
         // `count` NUL-terminated names; one that is not UTF-8 cannot be an identity header's.
         for name in buf.split(|&b| b == 0).take(count) {
@@ -220,14 +204,16 @@ impl Exchange for WasmExchange<'_> {
         }
     }
 
-    fn source_addr(&self) -> String {
-        text(read_into(FIRST_SHORT, |buf| {
+    /// The client address, `ip:port`.
+    pub fn source_addr(&self) -> String {
+        text(read_into(FIRST_SHORT, |buf, lim| {
             // SAFETY: `buf` is writable for the length passed.
-            i64::from(unsafe { get_source_addr(buf.as_mut_ptr(), limit(buf)) })
+            i64::from(unsafe { get_source_addr(buf, lim) })
         }))
     }
 
-    fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
+    /// The request body, `None` when longer than `limit`.
+    pub fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         for chunk in self.req.body.read_iter() {
             if out.len() + chunk.len() > limit {
@@ -238,7 +224,8 @@ impl Exchange for WasmExchange<'_> {
         Some(out)
     }
 
-    fn set_header(&self, name: &str, value: &str) {
+    /// Sets (replaces) a request header.
+    pub fn set_header(&self, name: &str, value: &str) {
         with_name(name, |n| {
             // SAFETY: both slices are readable for the lengths passed; the host only reads them.
             unsafe {
@@ -253,18 +240,21 @@ impl Exchange for WasmExchange<'_> {
         });
     }
 
-    fn remove_header(&self, name: &str) {
+    /// Removes a request header.
+    pub fn remove_header(&self, name: &str) {
         // SAFETY: `n` is readable for the length passed; the host only reads it.
         with_name(name, |n| unsafe {
             remove_header(REQUEST, n.as_ptr(), len32(n.len()))
         });
     }
 
-    fn add_response_header(&self, name: &str, value: &str) {
+    /// Adds a response header.
+    pub fn add_response_header(&self, name: &str, value: &str) {
         self.resp.header.add(name.as_bytes(), value.as_bytes());
     }
 
-    fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+    /// Sends the response: headers, status, body.
+    pub fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         // Without the buffer-response feature the host writes the head when the status is set:
         // every header first, then the status, then the body.
         for (k, v) in headers {
@@ -276,8 +266,59 @@ impl Exchange for WasmExchange<'_> {
         }
     }
 
-    fn log(&self, level: LogLevel, message: &str) {
+    /// Writes a line to Traefik's log.
+    pub fn log(&self, level: LogLevel, message: &str) {
         host_log(level, message);
+    }
+}
+
+impl Exchange for WasmExchange<'_> {
+    fn method(&self) -> String {
+        WasmExchange::method(self)
+    }
+
+    fn uri(&self) -> String {
+        WasmExchange::uri(self)
+    }
+
+    fn header_values(&self, name: &str) -> Vec<String> {
+        WasmExchange::header_values(self, name)
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        WasmExchange::header(self, name)
+    }
+
+    fn header_names(&self, visit: &mut dyn FnMut(&str)) {
+        WasmExchange::header_names(self, visit);
+    }
+
+    fn source_addr(&self) -> String {
+        WasmExchange::source_addr(self)
+    }
+
+    fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
+        WasmExchange::read_body(self, limit)
+    }
+
+    fn set_header(&self, name: &str, value: &str) {
+        WasmExchange::set_header(self, name, value);
+    }
+
+    fn remove_header(&self, name: &str) {
+        WasmExchange::remove_header(self, name);
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        WasmExchange::add_response_header(self, name, value);
+    }
+
+    fn send(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        WasmExchange::send(self, status, headers, body);
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        WasmExchange::log(self, level, message);
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::clock::Clock;
+use crate::clock::PluginClock;
 use crate::config::Config;
 use crate::http::url::Url;
 use crate::http::LogLevel;
@@ -98,7 +98,7 @@ pub struct Deps<'a> {
     /// The two-tier store.
     pub store: &'a mut TieredStore,
     /// Wall clock.
-    pub clock: &'a dyn Clock,
+    pub clock: &'a PluginClock,
     /// Log lines to emit for this request.
     pub log: &'a mut Vec<(LogLevel, String)>,
 }

@@ -8,6 +8,90 @@ pub mod form;
 pub mod path;
 pub mod url;
 
+/// The exchange the request pipeline is compiled against. In the plugin it is the http-wasm
+/// host's own type, so every request read and header write is a direct call; natively it is any
+/// [`Exchange`] (the tests' fakes).
+///
+/// Why not `dyn Exchange` in the plugin too: under Traefik each guest instance has its own copy
+/// of the vtables (in its linear memory) and its own function table, and between two requests on
+/// one instance Traefik's own work evicts them from the CPU caches. A call through a vtable there
+/// is three dependent cache misses (vtable slot, table entry, the callee's type); the ≈ 15 such
+/// calls of a request measured as the largest single share of the guest's time per request
+/// (BENCHMARKS.md, "Indirect calls").
+#[cfg(target_arch = "wasm32")]
+pub type Ex<'a> = crate::abi::handler::WasmExchange<'a>;
+/// See the wasm32 definition.
+#[cfg(not(target_arch = "wasm32"))]
+pub type Ex<'a> = dyn Exchange + 'a;
+
+/// RFC 9110 `tchar`: the bytes Go's `CanonicalMIMEHeaderKey` accepts in a name it rewrites.
+pub fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A header name in Go's canonical form (`x-forwarded-user` → `X-Forwarded-User`), written to
+/// `out`: the plugin sends names so, and the host's `http.Header` then finds them without
+/// canonicalising each into a new string.
+///
+/// `None` when `name` is to be passed as it is: already canonical (as the identity headers the
+/// guard strips are kept, see [`canonical_owned`]), too long for `out`, or with a byte Go would
+/// not canonicalise either (not an RFC 9110 token character).
+pub fn canonical_name(name: &str, out: &mut [u8; 64]) -> Option<usize> {
+    let b = name.as_bytes();
+    let mut upper = true;
+    let mut changed = false;
+    for &c in b {
+        if !is_tchar(c) {
+            return None;
+        }
+        changed |= if upper {
+            c.is_ascii_lowercase()
+        } else {
+            c.is_ascii_uppercase()
+        };
+        upper = c == b'-';
+    }
+    if !changed || b.len() > out.len() {
+        return None;
+    }
+    let mut upper = true;
+    for (o, &c) in out.iter_mut().zip(b) {
+        *o = if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        };
+        upper = c == b'-';
+    }
+    Some(b.len())
+}
+
+/// `name` in Go's canonical form, as an owned string (see [`canonical_name`]).
+pub fn canonical_owned(name: &str) -> String {
+    let mut buf = [0u8; 64];
+    match canonical_name(name, &mut buf) {
+        Some(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        None => name.to_string(),
+    }
+}
+
 /// One request passing through the middleware, and the response the middleware may write.
 ///
 /// Header names are case-insensitive. Response headers must all be added before
@@ -98,6 +182,34 @@ pub enum LogLevel {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    /// Go's `textproto.CanonicalMIMEHeaderKey` results, and `None` (pass as is) exactly when the
+    /// name is canonical already or Go would leave it alone.
+    #[test]
+    fn header_names_in_go_canonical_form() {
+        for (name, go) in [
+            ("x-forwarded-user", "X-Forwarded-User"),
+            ("AUTHORIZATION", "Authorization"),
+            ("x_forwarded_user", "X_forwarded_user"),
+            ("X_Forwarded_User", "X_forwarded_user"),
+            ("x-a.b", "X-A.b"),
+        ] {
+            let mut buf = [0u8; 64];
+            let n = canonical_name(name, &mut buf).expect(name);
+            assert_eq!(&buf[..n], go.as_bytes(), "{name}");
+            assert_eq!(canonical_owned(name), go);
+            assert_eq!(canonical_name(go, &mut buf), None, "{go} is canonical");
+        }
+        let mut buf = [0u8; 64];
+        // Not tokens: Go keeps them as they are, and so does the plugin.
+        for name in ["x forwarded", "x-é", "x:y", ""] {
+            assert_eq!(canonical_name(name, &mut buf), None, "{name}");
+            assert_eq!(canonical_owned(name), name);
+        }
+        let long = "x".repeat(65);
+        assert_eq!(canonical_name(&long, &mut buf), None);
+        assert_eq!(canonical_owned(&long), long);
+    }
 
     #[test]
     fn log_lines_are_one_line_and_bounded() {

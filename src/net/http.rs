@@ -124,14 +124,12 @@ impl std::error::Error for FetchError {}
 
 /// Something that performs HTTP requests for the plugin.
 pub trait Fetch {
-    /// Performs `req`.
+    /// Performs `req`. No connection outlives the call (sockets cannot outlive a request under
+    /// Traefik).
     ///
     /// # Errors
     /// [`FetchError`] for transport failures.
     fn fetch(&mut self, req: &HttpRequest) -> Result<HttpResponse, FetchError>;
-
-    /// Called at the end of every request (no connection outlives a request).
-    fn end_request(&mut self) {}
 }
 
 /// Largest response body accepted (JWKS and discovery documents are a few KB).

@@ -69,7 +69,6 @@ impl<S> Deadline<S> {
 
 /// `budget` from now, in µs since the epoch (saturating).
 pub(crate) fn deadline_after(budget: Duration) -> u64 {
-    use crate::clock::Clock;
     crate::clock::SystemClock
         .now_us()
         .saturating_add(u64::try_from(budget.as_micros()).unwrap_or(u64::MAX))
@@ -77,7 +76,6 @@ pub(crate) fn deadline_after(budget: Duration) -> u64 {
 
 /// Whether the deadline `until_us` (from [`deadline_after`]) has passed.
 fn passed(until_us: u64) -> bool {
-    use crate::clock::Clock;
     crate::clock::SystemClock.now_us() > until_us
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::sys::{self, Errno, Interest, Readiness, SocketFd};
 use super::{deadline_after, Dialer, Stream, Timeouts};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 
 fn now_us() -> u64 {
     SystemClock.now_us()

@@ -13,7 +13,7 @@ use super::cluster::{key_slot, NodeAddr, Redirect, SlotMap};
 use super::connection::{io_error, Connection};
 use super::frame::{Command, Frame};
 use super::{RedisConfigError, RedisOptions};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use crate::net::tls::TlsConfig;
 use crate::net::{Dialer, Stream, Timeouts};
 use crate::store::{StoreError, L2};

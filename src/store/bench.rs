@@ -14,7 +14,7 @@ use super::envelope::{SealKey, Sealer};
 use super::fake::FakeL2;
 use super::l1::{L1Config, L1};
 use super::tiered::{Class, Mode, Namespace, TieredConfig, TieredStore};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, PluginClock, SystemClock};
 
 /// One benchmark's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +73,13 @@ pub fn l1_put(clock: &dyn Clock, iterations: u64) -> u64 {
     })
 }
 
-fn hybrid(clock: Rc<dyn Clock>, l1_entries: usize) -> TieredStore {
+fn hybrid(clock: Rc<PluginClock>, l1_entries: usize) -> TieredStore {
     let mut cfg = TieredConfig::new(Mode::Hybrid, "3f9a1c0e5b7d");
     cfg.l1.max_entries = l1_entries;
     cfg.negative_ttl = Duration::ZERO;
     cfg.l1_max_ttl = Duration::from_secs(3600);
-    let (l2, _) = FakeL2::new(Rc::clone(&clock));
+    let fake_clock: Rc<dyn Clock> = Rc::clone(&clock) as Rc<dyn Clock>;
+    let (l2, _) = FakeL2::new(fake_clock);
     let sealer = Sealer::aead(&SealKey::new([0x5a; 32]));
     TieredStore::new(cfg, Some(Box::new(l2)), sealer, clock)
 }
@@ -88,7 +89,7 @@ fn short_keys() -> Vec<String> {
 }
 
 /// Hybrid `get` answered from L1 (clock read, key build, lookup, copy), ns/op.
-pub fn hybrid_hit(clock: Rc<dyn Clock>, iterations: u64) -> u64 {
+pub fn hybrid_hit(clock: Rc<PluginClock>, iterations: u64) -> u64 {
     let keys = short_keys();
     let mut s = hybrid(Rc::clone(&clock), KEYS);
     for k in &keys {
@@ -107,7 +108,7 @@ pub fn hybrid_hit(clock: Rc<dyn Clock>, iterations: u64) -> u64 {
 
 /// Hybrid `get` that misses L1 and is answered by an in-memory L2 (AES-256-GCM open, L1 fill):
 /// the store's own cost of a miss, without any network, ns/op.
-pub fn hybrid_miss(clock: Rc<dyn Clock>, iterations: u64) -> u64 {
+pub fn hybrid_miss(clock: Rc<PluginClock>, iterations: u64) -> u64 {
     let keys = short_keys();
     // An L1 of one entry: cycling through the keys always misses.
     let mut s = hybrid(Rc::clone(&clock), 1);
@@ -127,7 +128,7 @@ pub fn hybrid_miss(clock: Rc<dyn Clock>, iterations: u64) -> u64 {
 
 /// Every benchmark on the system clock.
 pub fn run_all(iterations: u64) -> Vec<BenchResult> {
-    let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+    let clock: Rc<PluginClock> = Rc::new(SystemClock);
     let r = |name, ns_per_op| BenchResult {
         name,
         iterations,

@@ -48,7 +48,7 @@ use super::envelope::{OpenError, Opened, Sealer};
 use super::l1::{Insert, L1Config, L1};
 use super::metrics::{L2Counters, Snapshot};
 use super::{StoreError, L2};
-use crate::clock::Clock;
+use crate::clock::PluginClock;
 
 /// L1 entry tags: the L1 holds either a value or the memory of an L2 miss.
 const L1_ABSENT: u8 = 0;
@@ -269,8 +269,11 @@ pub struct TieredStore {
     scope: String,
     l1: L1,
     l2: Option<Box<dyn L2>>,
+    /// Whether the L2 was used since the last [`TieredStore::end_request`]: most requests (an
+    /// L1 hit in hybrid mode) never reach it, and then have nothing to close.
+    l2_used: bool,
     sealer: Sealer,
-    clock: Rc<dyn Clock>,
+    clock: Rc<PluginClock>,
     breaker: Breaker,
     counters: L2Counters,
     events: Vec<StoreEvent>,
@@ -297,7 +300,7 @@ impl TieredStore {
         cfg: TieredConfig,
         l2: Option<Box<dyn L2>>,
         sealer: Sealer,
-        clock: Rc<dyn Clock>,
+        clock: Rc<PluginClock>,
     ) -> Self {
         let scope = format!("{}{}:", cfg.key_prefix, cfg.identity);
         Self {
@@ -306,6 +309,7 @@ impl TieredStore {
             cfg,
             scope,
             l2,
+            l2_used: false,
             sealer,
             clock,
             counters: L2Counters::default(),
@@ -653,8 +657,12 @@ impl TieredStore {
         self.l2_op(Namespace::new("ping"), |l2, _, _| l2.ping())
     }
 
-    /// Ends the request: the L2 closes its connections (sockets must not outlive a request).
+    /// Ends the request: the L2, if this request used it, closes its connections (sockets must
+    /// not outlive a request).
     pub fn end_request(&mut self) {
+        if !std::mem::take(&mut self.l2_used) {
+            return;
+        }
         if let Some(l2) = self.l2.as_deref_mut() {
             l2.end_request();
         }
@@ -752,6 +760,7 @@ impl TieredStore {
         }
         let mut last = StoreError::Unavailable("no L2 is configured".into());
         if let Some(l2) = self.l2.as_deref_mut() {
+            self.l2_used = true;
             for attempt in 0..=self.cfg.max_retries {
                 if attempt > 0 {
                     self.counters.retries += 1;

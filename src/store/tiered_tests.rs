@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::store::breaker::BreakerState;
 use crate::store::envelope::SealKey;
 use crate::store::fake::{FakeL2, FakeState, Fault};
@@ -933,10 +933,30 @@ fn zero_ttl_writes_are_refused() {
 }
 
 #[test]
-fn end_request_reaches_the_l2() {
+fn end_request_reaches_the_l2_after_it_was_used() {
     let (mut s, rig) = Rig::new(Mode::Hybrid, |_| {});
+    // Nothing reached the L2 (an L1 hit, or no store operation at all): nothing to close.
+    s.end_request();
+    assert_eq!(rig.l2.borrow().ended, 0);
+    let _ = s.get(Namespace::SESSION, "a");
     s.end_request();
     assert_eq!(rig.l2.borrow().ended, 1);
+    s.end_request();
+    assert_eq!(rig.l2.borrow().ended, 1, "once per request that used it");
+    // An L1 hit does not reach the L2 either.
+    s.set(
+        Namespace::SESSION,
+        "b",
+        b"v",
+        Duration::from_secs(60),
+        Class::Cache,
+    )
+    .unwrap();
+    s.end_request();
+    assert_eq!(rig.l2.borrow().ended, 2, "the set reached the L2");
+    assert!(s.get(Namespace::SESSION, "b").unwrap().is_some());
+    s.end_request();
+    assert_eq!(rig.l2.borrow().ended, 2, "an L1 hit did not");
 }
 
 // ---- metrics ------------------------------------------------------------------------------

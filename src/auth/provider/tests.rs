@@ -5,7 +5,7 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::config::{Config, Platform};
 use crate::store::{Class, Mode, Namespace, Sealer, TieredConfig, TieredStore};
 use crate::testkit::{EcKey, ScriptedFetch};
