@@ -552,10 +552,7 @@ pub(crate) fn check_jwks(v: &Value) -> Result<(), String> {
 
 /// Is `name` a valid HTTP header field name (RFC 9110 §5.1 token)?
 pub(crate) fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(crate::http::is_tchar)
 }
 
 /// The claim named by traefikoidc's only template form we accept: exactly `{{.Claims.name}}`
