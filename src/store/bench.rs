@@ -78,7 +78,8 @@ fn hybrid(clock: Rc<PluginClock>, l1_entries: usize) -> TieredStore {
     cfg.l1.max_entries = l1_entries;
     cfg.negative_ttl = Duration::ZERO;
     cfg.l1_max_ttl = Duration::from_secs(3600);
-    let fake_clock: Rc<dyn Clock> = Rc::clone(&clock) as Rc<dyn Clock>;
+    // The fake takes any clock; in the wasm build `clock` is the concrete system clock.
+    let fake_clock: Rc<dyn Clock> = clock.clone();
     let (l2, _) = FakeL2::new(fake_clock);
     let sealer = Sealer::aead(&SealKey::new([0x5a; 32]));
     TieredStore::new(cfg, Some(Box::new(l2)), sealer, clock)
