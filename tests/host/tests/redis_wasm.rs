@@ -477,14 +477,17 @@ fn sentinel(flavor: Flavor, passwords: bool) {
     let mut written: Option<(Duration, String)> = None;
     let mut n = 0;
     while killed_at.elapsed() < Duration::from_secs(40) {
-        if promoted.is_none() && setup.master_addr().is_some_and(|m| m != old) {
+        // Asked once per round: asking again after the write could see a promotion that the
+        // first question missed, and end the loop with `promoted` unset.
+        let new_master = setup.master_addr().filter(|m| *m != old);
+        if promoted.is_none() && new_master.is_some() {
             promoted = Some(killed_at.elapsed());
         }
         let a = p.set("probe", &format!("after-{n}"), "v", 60_000, "cache");
         n += 1;
         assert!(a.status < 500, "{}", a.text);
         // With fallback l1 a failed write answers 200 too: confirm on the new master.
-        if let Some(m) = setup.master_addr().filter(|m| *m != old) {
+        if let Some(m) = new_master {
             if let Some(s) = setup.data_at(&m) {
                 if s.try_cli(&["EXISTS", &a.s("fullKey")]).as_deref() == Some("1") {
                     written = Some((killed_at.elapsed(), m));
@@ -494,7 +497,14 @@ fn sentinel(flavor: Flavor, passwords: bool) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let promoted = promoted.unwrap_or_else(|| panic!("no failover within 40 s"));
+    let promoted = promoted.unwrap_or_else(|| {
+        let logs: Vec<String> = setup
+            .sentinels
+            .iter()
+            .map(|s| format!("--- sentinel {}:\n{}", s.addr(), s.log_tail()))
+            .collect();
+        panic!("no failover within 40 s\n{}", logs.join("\n"))
+    });
     let (written, new_master) = written.unwrap_or_else(|| panic!("never wrote to the new master"));
     println!("sentinel ({flavor:?}, passwords {passwords}): master killed; promoted after {promoted:?}, first write on the new master {new_master} after {written:?}");
     assert!(
