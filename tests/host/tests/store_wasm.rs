@@ -672,13 +672,20 @@ fn breaker(mut b: Backend, outage: Outage) {
         states[first_open..].iter().all(|s| s == "open"),
         "{name}: {states:?}"
     );
-    // While open the L2 is not asked: requests are fast.
-    let t = Instant::now();
-    ok(&p.get("probe", "uncached-open"), "open read");
-    assert!(
-        t.elapsed() < Duration::from_millis(150),
-        "{name}: {:?} while open",
-        t.elapsed()
+    // While open the L2 is not asked.
+    let prior = p.get("probe", "during-0");
+    let before = prior.n("l2Attempts");
+    let a = p.get("probe", "uncached-open");
+    ok(&a, "open read");
+    assert_eq!(
+        a.instance, prior.instance,
+        "{name}: counters are per instance"
+    );
+    assert_eq!(a.s("breaker"), "open", "{name}");
+    assert_eq!(
+        a.n("l2Attempts"),
+        before,
+        "{name}: the L2 was asked while open"
     );
     // Writes made during the outage are served from L1.
     assert_eq!(

@@ -156,6 +156,13 @@ impl Answer {
     pub fn s(&self, name: &str) -> String {
         self.json[name].as_str().unwrap_or_default().to_string()
     }
+
+    /// `json[name]` as a number; panics when it is not one.
+    pub fn n(&self, name: &str) -> u64 {
+        self.json[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no number {name} in {}", self.text))
+    }
 }
 
 impl Probe {

@@ -375,7 +375,10 @@ mod guest {
             let ns = namespace(q.get("ns").unwrap_or("probe"));
             v["fullKey"] = json!(g.store.full_key(ns, q.get("key").unwrap_or("k")));
             v["tookUs"] = json!(took);
-            v["breaker"] = json!(g.store.snapshot().breaker.state.as_str());
+            let snap = g.store.snapshot();
+            v["breaker"] = json!(snap.breaker.state.as_str());
+            // Every L2 attempt this instance made: answered (hit or miss) or failed.
+            v["l2Attempts"] = json!(snap.l2.hits + snap.l2.misses + snap.l2.errors);
             finish(g);
             reply(ex, status, &v);
             return false;
