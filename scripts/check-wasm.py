@@ -8,6 +8,8 @@ usage: check-wasm.py traefik|bridge FILE
   V1, no epoll_oneoff); and it MUST import `sock_open`: without a socket import Traefik serves
   WASI from wazero, whose random_get is a fixed-seed PRNG (seed 42) identical in every instance.
 - bridge artifact: `http_handler`, `wasi_snapshot_preview1` and `oidc_guard_bridge_v1`; no sockets.
+- both: export what the http-wasm host calls (`memory`, `_start`, `handle_request`,
+  `handle_response`) with the ABI's signatures.
 """
 import sys
 
@@ -21,6 +23,74 @@ def leb(b, i):
         s += 7
         if x < 0x80:
             return r, i
+
+
+def sections(path):
+    """The module's sections as (id, bytes)."""
+    b = open(path, "rb").read()
+    if b[:4] != b"\0asm":
+        sys.exit(f"{path}: not a wasm module")
+    i, out = 8, []
+    while i < len(b):
+        sid = b[i]
+        n, j = leb(b, i + 1)
+        out.append((sid, b[j:j + n]))
+        i = j + n
+    return out
+
+
+def vec(b, i, item):
+    count, i = leb(b, i)
+    out = []
+    for _ in range(count):
+        x, i = item(b, i)
+        out.append(x)
+    return out, i
+
+
+def name(b, i):
+    ln, i = leb(b, i)
+    return b[i:i + ln].decode(), i + ln
+
+
+def exports(path):
+    """Exports as {name: (kind, signature)}; a function's signature is (params, results) of
+    value-type bytes."""
+    secs = sections(path)
+    types, funcs, imported, out = [], [], 0, {}
+    for sid, b in secs:
+        if sid == 1:  # type
+            def ftype(b, i):
+                assert b[i] == 0x60
+                p, i = vec(b, i + 1, lambda b, i: (b[i], i + 1))
+                r, i = vec(b, i, lambda b, i: (b[i], i + 1))
+                return (tuple(p), tuple(r)), i
+            types, _ = vec(b, 0, ftype)
+        elif sid == 3:  # function
+            funcs, _ = vec(b, 0, leb)
+    imported = sum(1 for _, _, k in imports(path) if k == 0)
+    for sid, b in secs:
+        if sid == 7:  # export
+            def export(b, i):
+                n, i = name(b, i)
+                kind = b[i]
+                idx, i = leb(b, i + 1)
+                sig = None
+                if kind == 0 and idx >= imported:
+                    sig = types[funcs[idx - imported]]
+                return (n, kind, sig), i
+            for n, kind, sig in vec(b, 0, export)[0]:
+                out[n] = (kind, sig)
+    return out
+
+
+I32, I64 = 0x7F, 0x7E
+REQUIRED_EXPORTS = {
+    "memory": (2, None),
+    "_start": (0, ((), ())),
+    "handle_request": (0, ((), (I64,))),
+    "handle_response": (0, ((I32, I32), ())),
+}
 
 
 def imports(path):
@@ -85,8 +155,13 @@ def main():
                       "random_get is deterministic (seed 42)")
     if kind == "bridge" and sockets:
         errors.append(f"the bridge artifact imports sockets: {sockets}")
+    exps = exports(path)
+    for n, want in REQUIRED_EXPORTS.items():
+        if exps.get(n) != want:
+            errors.append(f"export {n}: expected {want}, found {exps.get(n)}")
     size = len(open(path, "rb").read())
-    print(f"{path}: {size} bytes, {len(imps)} imports from {sorted({m for m, _, _ in imps})}")
+    print(f"{path}: {size} bytes, {len(imps)} imports from {sorted({m for m, _, _ in imps})}, "
+          f"exports {sorted(exps)}")
     if errors:
         for e in errors:
             print(f"error: {path}: {e}", file=sys.stderr)

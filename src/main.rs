@@ -13,9 +13,7 @@
 mod entry {
     use std::cell::RefCell;
 
-    use http_wasm_guest::host::{admin, Request, Response};
-    use http_wasm_guest::{register, Guest};
-    use oidc_guard::abi::handler::{host_log, WasmExchange};
+    use oidc_guard::abi::handler::{host_config, host_log, WasmExchange};
     use oidc_guard::plugin::Plugin;
 
     thread_local! {
@@ -23,8 +21,7 @@ mod entry {
     }
 
     fn build() -> Box<Plugin> {
-        let config = admin::config();
-        let plugin = Plugin::from_host_config(&config);
+        let plugin = Plugin::from_host_config(&host_config());
         for (level, line) in plugin.startup_messages() {
             host_log(*level, line);
         }
@@ -43,22 +40,18 @@ mod entry {
         });
     }
 
-    struct Entry;
-
-    impl Guest for Entry {
-        fn handle_request(&self, request: &Request, response: &Response) -> (bool, i32) {
-            let mut plugin = take().unwrap_or_else(build);
-            let next = plugin.handle(&WasmExchange::new(request, response));
-            put(plugin);
-            // req_ctx must be 0 when next is false, or the host never returns the instance to
-            // its pool.
-            (next, 0)
-        }
+    /// One request: whether it goes on to the next handler.
+    fn handle(ex: &WasmExchange<'_>) -> bool {
+        let mut plugin = take().unwrap_or_else(build);
+        let next = plugin.handle(ex);
+        put(plugin);
+        next
     }
+
+    oidc_guard::http_wasm_exports!(handle);
 
     pub fn main() {
         put(build());
-        register(Entry);
     }
 }
 

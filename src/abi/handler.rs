@@ -1,24 +1,26 @@
-//! [`Exchange`] over the http-wasm host.
+//! [`Exchange`] over the http-wasm host, and the plugin's two exports.
 //!
-//! Registration, logging, the body and the response go through the `http-wasm-guest` crate. The
-//! request reads that every request makes (method, URI, a header's values) and the request-header
-//! writes go through the `http_handler` imports below instead: under Traefik's wazero each pass
-//! over a byte costs ≈ 2.5 ns, and the crate's reads make three of them per value (a NUL split, a
-//! copy into a box, a copy into a `String`). Here the host writes straight into the buffer that
-//! becomes the `String`: one pass (the UTF-8 check). Header names are sent in canonical form
-//! (`Authorization`), which the host's Go `http.Header` would otherwise canonicalise into a new
-//! allocation on every call. See BENCHMARKS.md ("guest code per request").
+//! Everything goes through the `http_handler` imports declared below, with no guest library in
+//! between: under Traefik's wazero each pass over a byte costs ≈ 2.5 ns and each indirect call
+//! ≈ 1 µs (its three dependent loads miss the caches between two requests on an instance), and
+//! the `http-wasm-guest` crate made both kinds of cost per request: three passes per value read
+//! (a NUL split, a copy into a box, a copy into a `String`) and a `Box<dyn Guest>` call in each
+//! export. Here the host writes straight into the buffer that becomes the `String` (one pass: the
+//! UTF-8 check), and [`http_wasm_exports!`](crate::http_wasm_exports) calls the plugin directly.
+//! Header names are sent in canonical form (`Authorization`), which the host's Go `http.Header`
+//! would otherwise canonicalise into a new allocation on every call. See BENCHMARKS.md ("guest
+//! code per request").
 #![allow(unsafe_code)]
 
-use http_wasm_guest::host::{log, Request, Response};
+use std::marker::PhantomData;
 
 use crate::http::{Exchange, LogLevel};
 
-// The http-wasm host functions this module calls itself (the ABI of http-wasm 0.x; Traefik's
-// `http-wasm-host-go`). The `http-wasm-guest` crate declares the same imports; the linker
-// merges them.
+// The http-wasm host functions (the ABI of http-wasm 0.x; Traefik's `http-wasm-host-go`).
 #[link(wasm_import_module = "http_handler")]
 extern "C" {
+    fn log(level: i32, buf: *const u8, len: i32);
+    fn get_config(buf: *mut u8, buf_limit: i32) -> i32;
     fn get_method(buf: *mut u8, buf_limit: i32) -> i32;
     fn get_uri(buf: *mut u8, buf_limit: i32) -> i32;
     fn get_source_addr(buf: *mut u8, buf_limit: i32) -> i32;
@@ -37,17 +39,59 @@ extern "C" {
         value: *const u8,
         value_len: i32,
     );
+    fn add_header_value(
+        kind: i32,
+        name: *const u8,
+        name_len: i32,
+        value: *const u8,
+        value_len: i32,
+    );
     fn remove_header(kind: i32, name: *const u8, name_len: i32);
+    fn read_body(kind: i32, buf: *mut u8, buf_limit: i32) -> i64;
+    fn write_body(kind: i32, body: *const u8, len: i32);
+    fn set_status_code(code: i32);
 }
 
-/// `header_kind` of the request headers.
+/// Defines the exports the http-wasm host calls per request, `handle_request` and
+/// `handle_response`, around `$handle: fn(&WasmExchange) -> bool` (whether the request goes on
+/// to the next handler). A macro because only the plugin's binary may define them (the test
+/// guests link this library next to their own exports), and because a call through a registered
+/// function pointer or trait object is the indirect call this module exists to avoid.
+#[macro_export]
+macro_rules! http_wasm_exports {
+    ($handle:path) => {
+        /// http-wasm: called once per request; answers `req_ctx << 32 | next`.
+        #[allow(unsafe_code)]
+        #[no_mangle]
+        pub extern "C" fn handle_request() -> i64 {
+            // req_ctx is always 0: the host returns the instance to its pool only when it is 0
+            // and `next` is false, and `handle_response` needs no context.
+            i64::from($handle(&$crate::abi::handler::WasmExchange::new()))
+        }
+
+        /// http-wasm: called after the next handler when `handle_request` answered `next`; the
+        /// plugin changes nothing in responses it passed on.
+        #[allow(unsafe_code)]
+        #[no_mangle]
+        pub extern "C" fn handle_response(_req_ctx: i32, _is_error: i32) {}
+    };
+}
+
+/// `header_kind` / `body_kind` of the request.
 const REQUEST: i32 = 0;
+/// `header_kind` / `body_kind` of the response.
+const RESPONSE: i32 = 1;
 /// The most the guest reads of one host value. Traefik refuses request heads over 1 MiB
 /// (`maxHeaderBytes`), so nothing legitimate is longer.
 const MAX_VALUE: usize = 1 << 20;
 /// First buffer sizes: most values fit, a longer one costs a second call of the announced size.
 const FIRST_SHORT: usize = 256;
 const FIRST_HEADER: usize = 1024;
+const FIRST_CONFIG: usize = 4096;
+/// The most the guest reads of its configuration (inline JWKS and key files can be large).
+const MAX_CONFIG: usize = 16 << 20;
+/// Request bodies are read in chunks of this size.
+const BODY_CHUNK: usize = 4096;
 
 /// Reads a host string with `call(ptr, limit) -> length`: into a buffer of `first` bytes, again
 /// into one of the announced length when it did not fit. A negative or absurd length reads as
@@ -56,7 +100,13 @@ const FIRST_HEADER: usize = 1024;
 /// The buffer is not zeroed first: the host writes the value into it, and only the bytes it
 /// wrote are kept. (Zeroing the 1 KiB header buffer was a `calloc` and a `memory.fill` per read,
 /// which wazero runs as a loop of `memmove` calls.)
-fn read_into(first: usize, mut call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
+fn read_into(first: usize, call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
+    read_into_max(first, MAX_VALUE, call)
+}
+
+/// As [`read_into`], with `max` in place of [`MAX_VALUE`].
+fn read_into_max(first: usize, max: usize, mut call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
+    let clamp = |len: i64| usize::try_from(len).map_or(0, |l| if l > max { 0 } else { l });
     let mut buf: Vec<u8> = Vec::with_capacity(first);
     let mut len = clamp(call(buf.as_mut_ptr(), limit(buf.capacity())));
     if len > buf.capacity() {
@@ -83,10 +133,6 @@ fn read_list(mut call: impl FnMut(*mut u8, i32) -> i64) -> (usize, Vec<u8>) {
         r & 0xffff_ffff
     });
     (count, buf)
-}
-
-fn clamp(len: i64) -> usize {
-    usize::try_from(len).map_or(0, |l| if l > MAX_VALUE { 0 } else { l })
 }
 
 fn limit(capacity: usize) -> i32 {
@@ -123,16 +169,20 @@ fn len32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The current request and response as the http-wasm host exposes them.
-pub struct WasmExchange<'a> {
-    resp: &'a Response,
-    req: &'a Request,
+/// The current request and response as the http-wasm host exposes them (the host knows which
+/// request is current: the value only marks that one is).
+pub struct WasmExchange<'a>(PhantomData<&'a ()>);
+
+impl WasmExchange<'_> {
+    /// The exchange of the request being handled.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
 }
 
-impl<'a> WasmExchange<'a> {
-    /// Wraps the host's request and response.
-    pub fn new(req: &'a Request, resp: &'a Response) -> Self {
-        Self { resp, req }
+impl Default for WasmExchange<'_> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -215,13 +265,24 @@ impl WasmExchange<'_> {
     /// The request body, `None` when longer than `limit`.
     pub fn read_body(&self, limit: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        for chunk in self.req.body.read_iter() {
-            if out.len() + chunk.len() > limit {
+        let mut chunk = vec![0u8; BODY_CHUNK];
+        loop {
+            // SAFETY: `chunk` is writable for the length passed; the host writes at most that.
+            let r = unsafe { read_body(REQUEST, chunk.as_mut_ptr(), len32(chunk.len())) };
+            // `eof << 32 | length`; a length past the buffer is a host fault: read as the end.
+            let eof = (r >> 32) != 0;
+            let n = usize::try_from(r & 0xffff_ffff)
+                .ok()
+                .filter(|&n| n <= chunk.len())
+                .unwrap_or(0);
+            if out.len() + n > limit {
                 return None;
             }
-            out.extend_from_slice(&chunk);
+            out.extend_from_slice(&chunk[..n]);
+            if eof || n == 0 {
+                return Some(out);
+            }
         }
-        Some(out)
     }
 
     /// Sets (replaces) a request header.
@@ -250,7 +311,16 @@ impl WasmExchange<'_> {
 
     /// Adds a response header.
     pub fn add_response_header(&self, name: &str, value: &str) {
-        self.resp.header.add(name.as_bytes(), value.as_bytes());
+        // SAFETY: both slices are readable for the lengths passed; the host only reads them.
+        unsafe {
+            add_header_value(
+                RESPONSE,
+                name.as_ptr(),
+                len32(name.len()),
+                value.as_ptr(),
+                len32(value.len()),
+            );
+        }
     }
 
     /// Sends the response: headers, status, body.
@@ -258,11 +328,14 @@ impl WasmExchange<'_> {
         // Without the buffer-response feature the host writes the head when the status is set:
         // every header first, then the status, then the body.
         for (k, v) in headers {
-            self.resp.header.add(k.as_bytes(), v.as_bytes());
+            self.add_response_header(k, v);
         }
-        self.resp.set_status(i32::from(status));
-        if !body.is_empty() {
-            self.resp.body.write(body);
+        // SAFETY: plain values; `body` is readable for the length passed and only read.
+        unsafe {
+            set_status_code(i32::from(status));
+            if !body.is_empty() {
+                write_body(RESPONSE, body.as_ptr(), len32(body.len()));
+            }
         }
     }
 
@@ -324,5 +397,16 @@ impl Exchange for WasmExchange<'_> {
 
 /// Writes a line through Traefik's logger (usable outside a request, e.g. at start-up).
 pub fn host_log(level: LogLevel, message: &str) {
-    log::write(level as i32, crate::http::log_line(message).as_bytes());
+    let line = crate::http::log_line(message);
+    // SAFETY: `line` is readable for the length passed; the host only reads it.
+    unsafe { log(level as i32, line.as_ptr(), len32(line.len())) };
+}
+
+/// The middleware's configuration (Traefik's `plugin` block as JSON), empty when the host
+/// announces more than [`MAX_CONFIG`] bytes.
+pub fn host_config() -> Vec<u8> {
+    read_into_max(FIRST_CONFIG, MAX_CONFIG, |buf, lim| {
+        // SAFETY: `buf` is writable for the length passed; the host writes at most that.
+        i64::from(unsafe { get_config(buf, lim) })
+    })
 }

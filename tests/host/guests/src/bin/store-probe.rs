@@ -31,8 +31,7 @@ mod guest {
     use std::cell::RefCell;
     use std::time::Duration;
 
-    use http_wasm_guest::host::{admin, Request, Response};
-    use oidc_guard::abi::handler::{host_log, WasmExchange};
+    use oidc_guard::abi::handler::{host_config, host_log, WasmExchange};
     use oidc_guard::clock::{Clock, SystemClock};
     use oidc_guard::config::{Config, Platform};
     use oidc_guard::http::{Exchange, LogLevel};
@@ -53,7 +52,7 @@ mod guest {
     }
 
     fn build() -> State {
-        let json = admin::config();
+        let json = host_config();
         let env = |k: &str| std::env::var(k).ok();
         let read = |p: &str| std::fs::read(p);
         let platform = Platform {
@@ -412,13 +411,12 @@ mod guest {
         }
     }
 
-    pub fn handle_request(req: &Request, resp: &Response) -> bool {
-        let ex = WasmExchange::new(req, resp);
+    pub fn handle_request(ex: &WasmExchange<'_>) -> bool {
         let st = take().unwrap_or_else(build);
         let (next, st) = match st {
-            State::Ready(mut g) => (serve(&mut g, &ex), State::Ready(g)),
+            State::Ready(mut g) => (serve(&mut g, ex), State::Ready(g)),
             State::Refused(m) => {
-                reply(&ex, 500, &json!({"ok": false, "err": m}));
+                reply(ex, 500, &json!({"ok": false, "err": m}));
                 (false, State::Refused(m))
             }
         };
@@ -427,26 +425,13 @@ mod guest {
     }
 }
 
-// The plugin library links http-wasm-guest, which owns the `handle_request` and
-// `handle_response` exports: register through it.
+// The plugin's own exports, around the probe's handler.
 #[cfg(target_arch = "wasm32")]
-struct Probe;
-
-#[cfg(target_arch = "wasm32")]
-impl http_wasm_guest::Guest for Probe {
-    fn handle_request(
-        &self,
-        req: &http_wasm_guest::host::Request,
-        resp: &http_wasm_guest::host::Response,
-    ) -> (bool, i32) {
-        (guest::handle_request(req, resp), 0)
-    }
-}
+oidc_guard::http_wasm_exports!(guest::handle_request);
 
 fn main() {
     #[cfg(target_arch = "wasm32")]
     {
         guest::start();
-        http_wasm_guest::register(Probe);
     }
 }
