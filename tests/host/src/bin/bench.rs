@@ -399,6 +399,26 @@ fn check(group: &Group, s: &Scenario) {
     }
 }
 
+/// Each repetition's scenario throughput over the same repetition's baseline: the two ran
+/// within minutes of each other, so a host that is busier in one repetition moves both.
+fn paired_ratios(runs: &[WrkRun], baseline: &[WrkRun]) -> Vec<f64> {
+    runs.iter()
+        .zip(baseline)
+        .filter(|(_, b)| b.rps > 0.0)
+        .map(|(r, b)| r.rps / b.rps)
+        .collect()
+}
+
+/// `median [min–max]` of a few ratios.
+fn spread(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "–".into();
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.3} [{min:.3}–{max:.3}]", median(v))
+}
+
 fn main() {
     let a = args();
     let backend = Backend::start();
@@ -482,8 +502,8 @@ fn main() {
     println!();
     for g in &groups {
         println!("## {}", g.title);
-        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | throughput ratio | Traefik CPU µs/req | CPU ratio | non-2xx/3xx |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | throughput ratio | paired ratio: median [min–max] | Traefik CPU µs/req | CPU ratio | non-2xx/3xx |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let base_name = g
             .scenarios
             .iter()
@@ -508,9 +528,22 @@ fn main() {
             let p99 = median(&v.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
             let non2xx: u64 = v.iter().map(|r| r.non2xx).sum();
             let ratio = if base > 0.0 { rps / base } else { 0.0 };
+            let paired = base_name
+                .and_then(|n| results.get(n))
+                .map(|b| paired_ratios(v, b))
+                .unwrap_or_default();
             println!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {} |",
-                s.name, s.what, rps, p50, p99, ratio, cpu, cpu_ratio, non2xx
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {} | {:.0} | {:.3} | {} |",
+                s.name,
+                s.what,
+                rps,
+                p50,
+                p99,
+                ratio,
+                spread(&paired),
+                cpu,
+                cpu_ratio,
+                non2xx
             );
         }
         println!();
