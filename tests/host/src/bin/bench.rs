@@ -1,6 +1,7 @@
 //! `make bench`: throughput of real Traefik 3.7.15 on 127.0.0.1 with and without the plugin, in
 //! the same run, against the same echo backend. Each scenario is run several times in
-//! alternating order with wrk; medians and ratios to the no-middleware route are printed.
+//! alternating order with wrk, each next to the same request (same headers) sent to the
+//! no-middleware route of the same Traefik; medians, and ratios to both, are printed.
 //!
 //! Usage: `bench [--secs N] [--reps N] [--conns N] [--threads N] [--only name,name]`
 
@@ -399,8 +400,8 @@ fn check(group: &Group, s: &Scenario) {
     }
 }
 
-/// Each repetition's scenario throughput over the same repetition's baseline: the two ran
-/// within minutes of each other, so a host that is busier in one repetition moves both.
+/// Each repetition's scenario throughput over its pair's in the same repetition: the two ran
+/// back to back, so a host that is busier in one repetition moves both.
 fn paired_ratios(runs: &[WrkRun], baseline: &[WrkRun]) -> Vec<f64> {
     runs.iter()
         .zip(baseline)
@@ -457,6 +458,12 @@ fn main() {
     }
     let mut results: BTreeMap<&'static str, Vec<WrkRun>> = BTreeMap::new();
     let mut cpu_per_req: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    // Per scenario, the same request (same headers) to the group's no-middleware route, run
+    // next to it in every repetition: the token or cookie a request carries costs Traefik and
+    // the echo backend (which echoes every header into its body) the same with or without the
+    // plugin, and is not the plugin's cost.
+    let mut same: BTreeMap<&'static str, Vec<WrkRun>> = BTreeMap::new();
+    let mut same_cpu: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     println!(
         "wrk -t{} -c{} -d{}s, {} repetitions per scenario, alternating order",
         a.threads, a.conns, a.secs, a.reps
@@ -472,11 +479,37 @@ fn main() {
             if rep % 2 == 1 {
                 order.reverse();
             }
+            let base_path = g
+                .scenarios
+                .iter()
+                .find(|s| s.name.starts_with("baseline"))
+                .map(|s| s.path.clone());
             for s in order {
-                let url = format!("{}{}", g.traefik.url(), s.path);
-                let before = cpu_us(g.traefik.pid());
-                let r = match s.headers.iter().find(|(k, _)| k == "X-Wrk-Script") {
-                    Some((_, script)) => {
+                let scripted = s.headers.iter().any(|(k, _)| k == "X-Wrk-Script");
+                let pair = match &base_path {
+                    Some(p) if !s.name.starts_with("baseline") && !scripted => Some(p.as_str()),
+                    _ => None,
+                };
+                // The pair runs before the scenario in even repetitions and after it in odd
+                // ones, so that neither side always runs on a warmer or busier host.
+                let mut runs = vec![(s.path.as_str(), false)];
+                if let Some(p) = pair {
+                    if rep % 2 == 0 {
+                        runs.insert(0, (p, true));
+                    } else {
+                        runs.push((p, true));
+                    }
+                }
+                for (path, is_pair) in runs {
+                    let url = format!("{}{}", g.traefik.url(), path);
+                    let before = cpu_us(g.traefik.pid());
+                    let r = if scripted {
+                        let script = s
+                            .headers
+                            .iter()
+                            .find(|(k, _)| k == "X-Wrk-Script")
+                            .map(|(_, v)| v.as_str())
+                            .unwrap_or_default();
                         let offset = (rep * ONETIME_PER_RUN).to_string();
                         wrk::run_script(
                             &url,
@@ -486,23 +519,35 @@ fn main() {
                             script,
                             &[("ONETIME_OFFSET", &offset)],
                         )
+                    } else {
+                        wrk::run(&url, a.threads, a.conns, a.secs, &s.headers)
+                    };
+                    let cpu = (cpu_us(g.traefik.pid()) - before) as f64 / r.requests.max(1) as f64;
+                    eprintln!(
+                        "  rep {rep} {:<14} {:<9} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  Traefik CPU {:.0} us/req  non-2xx {}",
+                        s.name,
+                        if is_pair { "no mw" } else { "" },
+                        r.rps,
+                        r.p50_ms,
+                        r.p99_ms,
+                        cpu,
+                        r.non2xx
+                    );
+                    if is_pair {
+                        same.entry(s.name).or_default().push(r);
+                        same_cpu.entry(s.name).or_default().push(cpu);
+                    } else {
+                        results.entry(s.name).or_default().push(r);
+                        cpu_per_req.entry(s.name).or_default().push(cpu);
                     }
-                    None => wrk::run(&url, a.threads, a.conns, a.secs, &s.headers),
-                };
-                let cpu = (cpu_us(g.traefik.pid()) - before) as f64 / r.requests.max(1) as f64;
-                eprintln!(
-                    "  rep {rep} {:<14} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  Traefik CPU {:.0} us/req  non-2xx {}",
-                    s.name, r.rps, r.p50_ms, r.p99_ms, cpu, r.non2xx
-                );
-                results.entry(s.name).or_default().push(r);
-                cpu_per_req.entry(s.name).or_default().push(cpu);
+                }
             }
         }
     }
     println!();
     for g in &groups {
         println!("## {}", g.title);
-        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | throughput ratio | paired ratio: median [min–max] | Traefik CPU µs/req | CPU ratio | non-2xx/3xx |");
+        println!("| scenario | what | req/s (median) | p50 ms | p99 ms | ratio to no middleware | **ratio to the same request without middleware**: median of the paired runs [min–max] | Traefik CPU µs/req | same request without middleware | non-2xx/3xx |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let base_name = g
             .scenarios
@@ -513,37 +558,27 @@ fn main() {
             .and_then(|n| results.get(n))
             .map(|v| median(&v.iter().map(|r| r.rps).collect::<Vec<_>>()))
             .unwrap_or(0.0);
-        let base_cpu = base_name
-            .and_then(|n| cpu_per_req.get(n))
-            .map(|v| median(v))
-            .unwrap_or(0.0);
         for s in &g.scenarios {
             let Some(v) = results.get(s.name) else {
                 continue;
             };
             let cpu = cpu_per_req.get(s.name).map(|v| median(v)).unwrap_or(0.0);
-            let cpu_ratio = if cpu > 0.0 { base_cpu / cpu } else { 0.0 };
             let rps = median(&v.iter().map(|r| r.rps).collect::<Vec<_>>());
             let p50 = median(&v.iter().map(|r| r.p50_ms).collect::<Vec<_>>());
             let p99 = median(&v.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
             let non2xx: u64 = v.iter().map(|r| r.non2xx).sum();
             let ratio = if base > 0.0 { rps / base } else { 0.0 };
-            let paired = base_name
-                .and_then(|n| results.get(n))
-                .map(|b| paired_ratios(v, b))
-                .unwrap_or_default();
+            let paired = same
+                .get(s.name)
+                .map(|b| spread(&paired_ratios(v, b)))
+                .unwrap_or_else(|| "–".into());
+            let pair_cpu = same_cpu
+                .get(s.name)
+                .map(|c| format!("{:.0}", median(c)))
+                .unwrap_or_else(|| "–".into());
             println!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {} | {:.0} | {:.3} | {} |",
-                s.name,
-                s.what,
-                rps,
-                p50,
-                p99,
-                ratio,
-                spread(&paired),
-                cpu,
-                cpu_ratio,
-                non2xx
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.3} | {} | {:.0} | {} | {} |",
+                s.name, s.what, rps, p50, p99, ratio, paired, cpu, pair_cpu, non2xx
             );
         }
         println!();
