@@ -94,43 +94,35 @@ REQUIRED_EXPORTS = {
 
 
 def imports(path):
-    b = open(path, "rb").read()
-    if b[:4] != b"\0asm":
-        sys.exit(f"{path}: not a wasm module")
-    i, out = 8, []
-    while i < len(b):
-        sid = b[i]
-        i += 1
-        n, i = leb(b, i)
-        end = i + n
-        if sid == 2:
-            count, i = leb(b, i)
-            for _ in range(count):
-                ln, i = leb(b, i)
-                mod = b[i:i + ln].decode()
-                i += ln
-                ln, i = leb(b, i)
-                name = b[i:i + ln].decode()
-                i += ln
-                kind = b[i]
+    """Imports as (module, name, kind)."""
+    out = []
+    for sid, b in sections(path):
+        if sid != 2:
+            continue
+
+        def item(b, i):
+            mod, i = name(b, i)
+            field, i = name(b, i)
+            kind = b[i]
+            i += 1
+            if kind == 0:
+                _, i = leb(b, i)
+            elif kind == 1:  # table
                 i += 1
-                if kind == 0:
+                flags, i = leb(b, i)
+                _, i = leb(b, i)
+                if flags & 1:
                     _, i = leb(b, i)
-                elif kind == 1:  # table
-                    i += 1
-                    flags, i = leb(b, i)
+            elif kind == 2:  # memory
+                flags, i = leb(b, i)
+                _, i = leb(b, i)
+                if flags & 1:
                     _, i = leb(b, i)
-                    if flags & 1:
-                        _, i = leb(b, i)
-                elif kind == 2:  # memory
-                    flags, i = leb(b, i)
-                    _, i = leb(b, i)
-                    if flags & 1:
-                        _, i = leb(b, i)
-                elif kind == 3:  # global
-                    i += 2
-                out.append((mod, name, kind))
-        i = end
+            elif kind == 3:  # global
+                i += 2
+            return (mod, field, kind), i
+
+        out.extend(vec(b, 0, item)[0])
     return out
 
 

@@ -165,6 +165,28 @@ fn header_raw(name: &str) -> (usize, Vec<u8>) {
     })
 }
 
+/// Calls a host function taking `(kind, name, value)` as pointer/length pairs. Always inlined:
+/// `call` is then a constant and the call direct (a function pointer to an import that survived
+/// would be a `call_indirect`, which this module avoids).
+#[inline(always)]
+fn name_value(
+    call: unsafe extern "C" fn(i32, *const u8, i32, *const u8, i32),
+    kind: i32,
+    name: &[u8],
+    value: &[u8],
+) {
+    // SAFETY: both slices are readable for the lengths passed; the host only reads them.
+    unsafe {
+        call(
+            kind,
+            name.as_ptr(),
+            len32(name.len()),
+            value.as_ptr(),
+            len32(value.len()),
+        );
+    }
+}
+
 fn len32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -288,16 +310,7 @@ impl WasmExchange<'_> {
     /// Sets (replaces) a request header.
     pub fn set_header(&self, name: &str, value: &str) {
         with_name(name, |n| {
-            // SAFETY: both slices are readable for the lengths passed; the host only reads them.
-            unsafe {
-                set_header_value(
-                    REQUEST,
-                    n.as_ptr(),
-                    len32(n.len()),
-                    value.as_ptr(),
-                    len32(value.len()),
-                );
-            }
+            name_value(set_header_value, REQUEST, n, value.as_bytes())
         });
     }
 
@@ -311,16 +324,12 @@ impl WasmExchange<'_> {
 
     /// Adds a response header.
     pub fn add_response_header(&self, name: &str, value: &str) {
-        // SAFETY: both slices are readable for the lengths passed; the host only reads them.
-        unsafe {
-            add_header_value(
-                RESPONSE,
-                name.as_ptr(),
-                len32(name.len()),
-                value.as_ptr(),
-                len32(value.len()),
-            );
-        }
+        name_value(
+            add_header_value,
+            RESPONSE,
+            name.as_bytes(),
+            value.as_bytes(),
+        );
     }
 
     /// Sends the response: headers, status, body.
