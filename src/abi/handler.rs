@@ -1,15 +1,15 @@
 //! [`Exchange`] over the http-wasm host, and the plugin's two exports.
 //!
 //! Everything goes through the `http_handler` imports declared below, with no guest library in
-//! between: under Traefik's wazero each pass over a byte costs ≈ 2.5 ns and each indirect call
-//! ≈ 1 µs (its three dependent loads miss the caches between two requests on an instance), and
-//! the `http-wasm-guest` crate made both kinds of cost per request: three passes per value read
-//! (a NUL split, a copy into a box, a copy into a `String`) and a `Box<dyn Guest>` call in each
-//! export. Here the host writes straight into the buffer that becomes the `String` (one pass: the
-//! UTF-8 check), and [`http_wasm_exports!`](crate::http_wasm_exports) calls the plugin directly.
-//! Header names are sent in canonical form (`Authorization`), which the host's Go `http.Header`
-//! would otherwise canonicalise into a new allocation on every call. See BENCHMARKS.md ("guest
-//! code per request").
+//! between: under Traefik's wazero each pass over a byte costs ≈ 2.5 ns and an indirect call can
+//! cost up to ≈ 1 µs (its three dependent loads miss the caches between two requests on an
+//! instance), and the `http-wasm-guest` crate made both kinds of cost per request: three passes
+//! per value read (a NUL split, a copy into a box, a copy into a `String`) and a `Box<dyn Guest>`
+//! call in each export. Here the host writes straight into the buffer that becomes the `String`
+//! (one pass: the UTF-8 check), and [`http_wasm_exports!`](crate::http_wasm_exports) calls the
+//! plugin directly. Header names are sent in canonical form (`Authorization`), which the host's
+//! Go `http.Header` would otherwise canonicalise into a new allocation on every call. See
+//! BENCHMARKS.md ("guest code per request").
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -64,8 +64,8 @@ macro_rules! http_wasm_exports {
         #[allow(unsafe_code)]
         #[no_mangle]
         pub extern "C" fn handle_request() -> i64 {
-            // req_ctx is always 0: the host returns the instance to its pool only when it is 0
-            // and `next` is false, and `handle_response` needs no context.
+            // req_ctx is always 0: `handle_response` needs no context, and when `next` is false
+            // a non-zero req_ctx keeps the host from returning the instance to its pool.
             i64::from($handle(&$crate::abi::handler::WasmExchange::new()))
         }
 
