@@ -719,7 +719,8 @@ impl Guard {
                 // A session without an access token (made before forwardAccessToken was set):
                 // the backend must not take a header the client sent for one the plugin set.
                 None if identity.via == Via::Session => req.ex.remove_header(h),
-                // A bearer token: its own `Authorization` stays; another header is stripped.
+                // A bearer request and `Authorization`: the client's own header stays. (Any
+                // other header got the bearer token above.)
                 None => {}
             }
         }

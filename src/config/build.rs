@@ -576,6 +576,20 @@ impl Ctx<'_> {
 
         if browser.is_none() && client_id.is_none() {
             self.warn_if_set_without_browser();
+            // Bearer requests fill any other header with their token; `Authorization` they keep
+            // as it came, so that name only ever serves sessions.
+            if upstream
+                .access_token_header
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case("authorization"))
+            {
+                if let Some(g) = self.raw.map.get("forwardAccessToken") {
+                    self.warnings.push(format!(
+                        "{}: Authorization has no effect without clientID (browser login is off): bearer requests keep the Authorization they came with",
+                        g.spelled
+                    ));
+                }
+            }
         }
 
         let identity = identity(
@@ -704,7 +718,6 @@ impl Ctx<'_> {
             "cookieDomain",
             "sessionMaxAge",
             "sessionStorage",
-            "forwardAccessToken",
         ] {
             if let Some(g) = self.raw.map.get(k) {
                 self.warnings.push(format!(

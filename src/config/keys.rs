@@ -320,7 +320,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("headers", Kind::Headers, Def::None,
       "traefikoidc's form of `claimHeaders`: `[{name: X-Email, value: \"{{.Claims.email}}\"}]`; only the exact forms `{{.Claims.name}}`, `{{.AccessToken}}` and (in `Authorization`) `Bearer {{.AccessToken}}` are accepted; the latter two set `forwardAccessToken`."),
     k("forwardAccessToken", Kind::Str, Def::None,
-      "Header that carries a browser session's access token to the backend: `Authorization` gets `Bearer <token>`, any other name (e.g. `X-Forwarded-Access-Token`) the token alone; copies from the client of the latter are removed. The session then keeps the access token (larger cookies) and refreshes it before it expires. Requests authenticated by a bearer token keep their own `Authorization`. traefikoidc's `headers` entries `{{.AccessToken}}` and `Authorization: Bearer {{.AccessToken}}` set it too."),
+      "Header that carries the access token to the backend: a browser session's, or the token itself on a request authenticated by a bearer or DPoP token. `Authorization` gets `Bearer <token>` on session requests (bearer requests keep the `Authorization` they came with); any other name (e.g. `X-Forwarded-Access-Token`) gets the token alone on both, and copies from the client are removed. The session then keeps the access token (larger cookies) and refreshes it before it expires. traefikoidc's `headers` entries `{{.AccessToken}}` and `Authorization: Bearer {{.AccessToken}}` set it too."),
     k("minimalHeaders", Kind::Bool, Def::Value("false"), "traefikoidc's switch to forward fewer headers.")
         .no_effect("oidc-guard always forwards only `X-Forwarded-User` and the configured claim headers"),
     k("excludedURLs", Kind::List, Def::None,

@@ -445,8 +445,9 @@ pub struct Upstream {
     pub user_header: String,
     /// Configured claim headers.
     pub claim_headers: Vec<ClaimHeader>,
-    /// The header carrying a browser session's access token to the backend
-    /// (`forwardAccessToken`); `Authorization` gets `Bearer <token>`, any other the token alone.
+    /// The header carrying the access token to the backend (`forwardAccessToken`): a browser
+    /// session's, or a bearer request's own token. `Authorization` gets `Bearer <token>` (session
+    /// requests only), any other the token alone.
     pub access_token_header: Option<String>,
 }
 

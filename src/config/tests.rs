@@ -1829,10 +1829,22 @@ fn forward_access_token() {
         "forwardAccessToken",
         "one header",
     );
-    // Without browser login it does nothing, and says so.
+    // Without browser login, another header carries bearer requests' tokens: no warning.
     let c = ok(&bearer(json!({"forwardAccessToken": "X-Token"})));
+    assert_eq!(c.upstream.access_token_header.as_deref(), Some("X-Token"));
     assert!(
-        c.warnings.iter().any(|w| w.contains("forwardAccessToken")),
+        !c.warnings.iter().any(|w| w.contains("forwardAccessToken")),
+        "{:?}",
+        c.warnings
+    );
+    // `Authorization` only ever serves sessions: without browser login it does nothing, and
+    // says so.
+    let c = ok(&bearer(json!({"forwardAccessToken": "Authorization"})));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w
+                .starts_with("forwardAccessToken: Authorization has no effect without clientID")),
         "{:?}",
         c.warnings
     );

@@ -977,6 +977,64 @@ fn dpop_replay_checks_refuse_while_the_store_is_down() {
     assert_eq!(ex.status(), Some(503));
 }
 
+/// `forwardAccessToken` naming a header other than `Authorization`: a bearer or DPoP request's
+/// token goes there (a client's copy is replaced); named `Authorization`, the client's own
+/// header is left as it came (a DPoP request keeps its scheme).
+#[test]
+fn forward_access_token_carries_the_bearer_token() {
+    let w = dpop_world(json!({"forwardAccessToken": "X-Access-Token"}));
+    let mut a = w.replica();
+    let t = w.token(&w.claims());
+    let ex = get("/api/x", &format!("Bearer {t}")).with("X-Access-Token", "forged");
+    assert!(a.handle(&ex), "{:?}", ex.logs.borrow());
+    assert_eq!(ex.upstream_header("x-access-token"), Some(t.clone()));
+    assert_eq!(
+        ex.upstream_header("authorization"),
+        Some(format!("Bearer {t}"))
+    );
+    // A DPoP-bound token: the same token, the `DPoP` scheme kept in `Authorization`.
+    let d = Dpop::new();
+    let bound = bound_token(&w, &d);
+    let ex = dpop_req(
+        "GET",
+        "/api/x",
+        &bound,
+        &d.proof("GET", "http://api.test/api/x", &bound, "fa-1", NOW),
+    )
+    .with("X-Access-Token", "forged");
+    assert!(a.handle(&ex), "{:?}", ex.logs.borrow());
+    assert_eq!(ex.upstream_header("x-access-token"), Some(bound.clone()));
+    assert_eq!(
+        ex.upstream_header("authorization"),
+        Some(format!("DPoP {bound}"))
+    );
+    // A refused token forwards nothing.
+    let ex = get("/api/x", "Bearer not.a.token").with("X-Access-Token", "forged");
+    assert!(!a.handle(&ex));
+    assert_eq!(ex.status(), Some(401));
+
+    // Named `Authorization`: the client's header is the token already, and stays as sent.
+    let w = World::new(json!({"forwardAccessToken": "Authorization"}));
+    let mut a = w.replica();
+    let t = w.token(&w.claims());
+    let ex = get("/api/x", &format!("Bearer {t}"));
+    assert!(a.handle(&ex));
+    assert_eq!(
+        ex.upstream_header("authorization"),
+        Some(format!("Bearer {t}"))
+    );
+    // Without the option, a client's copy of such a header is not touched (it is nobody's).
+    let w = World::new(json!({}));
+    let mut a = w.replica();
+    let ex = get("/api/x", &format!("Bearer {}", w.token(&w.claims())))
+        .with("X-Access-Token", "client's");
+    assert!(a.handle(&ex));
+    assert_eq!(
+        ex.upstream_header("x-access-token"),
+        Some("client's".to_string())
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // Hot-path cost
 

@@ -83,7 +83,7 @@ fn bearer(t: &Traefik, path: &str, token: &str) -> Reply {
 }
 
 /// The middlewares of one replica: `/ott` takes one-time tokens, `/api` normal and DPoP-bound
-/// tokens. Both in hybrid mode over the shared Redis.
+/// tokens and forwards the token in `X-Access-Token`. Both in hybrid mode over the shared Redis.
 fn replica(redis: &str, prefix: &str, keys: &[&Key], backend: &Backend) -> TraefikConfig {
     let base = |bearer: Value| {
         json!({
@@ -99,10 +99,12 @@ fn replica(redis: &str, prefix: &str, keys: &[&Key], backend: &Backend) -> Traef
             "ott",
             base(json!({"enabled": true, "audience": AUD, "oneTimeTokens": true})),
         )
-        .middleware(
-            "api",
-            base(json!({"enabled": true, "audience": AUD, "dpop": {"enabled": true}})),
-        )
+        .middleware("api", {
+            let mut api =
+                base(json!({"enabled": true, "audience": AUD, "dpop": {"enabled": true}}));
+            api["forwardAccessToken"] = json!("X-Access-Token");
+            api
+        })
         .route("ott", "PathPrefix(`/ott`)", &["ott"], &backend.url())
         .route("api", "PathPrefix(`/api`)", &["api"], &backend.url())
         .gomaxprocs(1)
@@ -147,6 +149,24 @@ fn two_traefik_replicas_share_replay_detection_through_redis() {
             );
         }
     }
+
+    // `forwardAccessToken: X-Access-Token` on /api: the backend gets the token there, not the
+    // client's copy.
+    let r = get(
+        &a,
+        "/api/orders",
+        &[
+            ("Authorization", &format!("Bearer {normal}")),
+            ("X-Access-Token", "forged"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tokens: Vec<String> = echoed_headers(&r.body)
+        .into_iter()
+        .filter(|(k, _)| k == "x-access-token")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(tokens, vec![normal.clone()]);
 
     // --- A one-time token: once in the cluster.
     let ott = key.access_token(&claims("bob", 300));
@@ -197,7 +217,17 @@ fn two_traefik_replicas_share_replay_detection_through_redis() {
     let proof = dpop_proof(&client, "GET", htu, &bound);
     let r = dpop_get(&a, &proof);
     assert_eq!(r.status, 200, "{} {:?}", r.body, r.headers);
-    assert!(echoed_headers(&r.body).contains(&("x-forwarded-user".into(), "carol".into())));
+    let seen = echoed_headers(&r.body);
+    assert!(seen.contains(&("x-forwarded-user".into(), "carol".into())));
+    // The bound token in X-Access-Token too; `Authorization` keeps its DPoP scheme.
+    assert!(
+        seen.contains(&("x-access-token".into(), bound.clone())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("authorization".into(), format!("DPoP {bound}"))),
+        "{seen:?}"
+    );
     // The same proof at B: replayed.
     let r = dpop_get(&b, &proof);
     assert_eq!(r.status, 401);
