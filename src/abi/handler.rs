@@ -108,10 +108,10 @@ fn read_into(first: usize, call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
 fn read_into_max(first: usize, max: usize, mut call: impl FnMut(*mut u8, i32) -> i64) -> Vec<u8> {
     let clamp = |len: i64| usize::try_from(len).map_or(0, |l| if l > max { 0 } else { l });
     let mut buf: Vec<u8> = Vec::with_capacity(first);
-    let mut len = clamp(call(buf.as_mut_ptr(), limit(buf.capacity())));
+    let mut len = clamp(call(buf.as_mut_ptr(), len32(buf.capacity())));
     if len > buf.capacity() {
         buf.reserve_exact(len);
-        len = clamp(call(buf.as_mut_ptr(), limit(buf.capacity())));
+        len = clamp(call(buf.as_mut_ptr(), len32(buf.capacity())));
         if len > buf.capacity() {
             // Grown again in between (the host wrote nothing): read as empty.
             len = 0;
@@ -133,10 +133,6 @@ fn read_list(mut call: impl FnMut(*mut u8, i32) -> i64) -> (usize, Vec<u8>) {
         r & 0xffff_ffff
     });
     (count, buf)
-}
-
-fn limit(capacity: usize) -> i32 {
-    i32::try_from(capacity).unwrap_or(i32::MAX)
 }
 
 /// Bytes to `String` without a copy when they are UTF-8 (the usual case); invalid sequences become
