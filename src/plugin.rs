@@ -451,17 +451,12 @@ impl Guard {
         let mut strip = vec![canonical_owned(&cfg.upstream.user_header)];
         // The access token's header is stripped like the identity headers, unless it is
         // `Authorization`: that one carries the client's own bearer token on other requests.
-        let access = cfg
-            .upstream
-            .access_token_header
-            .iter()
-            .filter(|h| !h.eq_ignore_ascii_case("authorization"));
         for h in cfg
             .upstream
             .claim_headers
             .iter()
-            .map(|c| &c.header)
-            .chain(access)
+            .map(|c| c.header.as_str())
+            .chain(cfg.upstream.own_token_header())
         {
             if !strip.iter().any(|s| s.eq_ignore_ascii_case(h)) {
                 strip.push(canonical_owned(h));

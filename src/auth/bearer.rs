@@ -433,12 +433,7 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
             // `forwardAccessToken` naming another header than `Authorization`: the backend
             // finds the token there whichever way the client authenticated. (`Authorization`
             // itself is left as the client sent it: a DPoP request keeps its `DPoP` scheme.)
-            access_token: cfg
-                .upstream
-                .access_token_header
-                .as_deref()
-                .filter(|h| !h.eq_ignore_ascii_case("authorization"))
-                .map(|_| token.to_string()),
+            access_token: cfg.upstream.own_token_header().map(|_| token.to_string()),
         }),
         Err(r) => refuse(g, r, b.dpop.enabled),
     }

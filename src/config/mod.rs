@@ -451,6 +451,18 @@ pub struct Upstream {
     pub access_token_header: Option<String>,
 }
 
+impl Upstream {
+    /// The `forwardAccessToken` header when it is not `Authorization`: a header of the plugin's
+    /// own, which every authenticated request fills (a bearer request with its own token) and
+    /// which is stripped from clients like the identity headers. (`Authorization` carries the
+    /// client's own token on bearer requests, and is left as it came there.)
+    pub fn own_token_header(&self) -> Option<&str> {
+        self.access_token_header
+            .as_deref()
+            .filter(|h| !h.eq_ignore_ascii_case("authorization"))
+    }
+}
+
 /// Bearer JWT access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
