@@ -485,9 +485,15 @@ fn main() {
                 .find(|s| s.name.starts_with("baseline"))
                 .map(|s| s.path.clone());
             for s in order {
-                let scripted = s.headers.iter().any(|(k, _)| k == "X-Wrk-Script");
+                let script = s
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "X-Wrk-Script")
+                    .map(|(_, v)| v.as_str());
                 let pair = match &base_path {
-                    Some(p) if !s.name.starts_with("baseline") && !scripted => Some(p.as_str()),
+                    Some(p) if !s.name.starts_with("baseline") && script.is_none() => {
+                        Some(p.as_str())
+                    }
                     _ => None,
                 };
                 // The pair runs before the scenario in even repetitions and after it in odd
@@ -503,13 +509,7 @@ fn main() {
                 for (path, is_pair) in runs {
                     let url = format!("{}{}", g.traefik.url(), path);
                     let before = cpu_us(g.traefik.pid());
-                    let r = if scripted {
-                        let script = s
-                            .headers
-                            .iter()
-                            .find(|(k, _)| k == "X-Wrk-Script")
-                            .map(|(_, v)| v.as_str())
-                            .unwrap_or_default();
+                    let r = if let Some(script) = script {
                         let offset = (rep * ONETIME_PER_RUN).to_string();
                         wrk::run_script(
                             &url,
