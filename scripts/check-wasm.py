@@ -11,6 +11,7 @@ usage: check-wasm.py traefik|bridge FILE
 - both: export what the http-wasm host calls (`memory`, `_start`, `handle_request`,
   `handle_response`) with the ABI's signatures.
 """
+import os
 import sys
 
 
@@ -53,11 +54,10 @@ def name(b, i):
     return b[i:i + ln].decode(), i + ln
 
 
-def exports(path):
+def exports(secs, imps):
     """Exports as {name: (kind, signature)}; a function's signature is (params, results) of
     value-type bytes."""
-    secs = sections(path)
-    types, funcs, imported, out = [], [], 0, {}
+    types, funcs, out = [], [], {}
     for sid, b in secs:
         if sid == 1:  # type
             def ftype(b, i):
@@ -68,7 +68,7 @@ def exports(path):
             types, _ = vec(b, 0, ftype)
         elif sid == 3:  # function
             funcs, _ = vec(b, 0, leb)
-    imported = sum(1 for _, _, k in imports(path) if k == 0)
+    imported = sum(1 for _, _, k in imps if k == 0)
     for sid, b in secs:
         if sid == 7:  # export
             def export(b, i):
@@ -93,10 +93,10 @@ REQUIRED_EXPORTS = {
 }
 
 
-def imports(path):
+def imports(secs):
     """Imports as (module, name, kind)."""
     out = []
-    for sid, b in sections(path):
+    for sid, b in secs:
         if sid != 2:
             continue
 
@@ -128,7 +128,8 @@ def imports(path):
 
 def main():
     kind, path = sys.argv[1], sys.argv[2]
-    imps = imports(path)
+    secs = sections(path)
+    imps = imports(secs)
     allowed = {"http_handler", "wasi_snapshot_preview1"}
     if kind == "bridge":
         allowed.add("oidc_guard_bridge_v1")
@@ -147,11 +148,11 @@ def main():
                       "random_get is deterministic (seed 42)")
     if kind == "bridge" and sockets:
         errors.append(f"the bridge artifact imports sockets: {sockets}")
-    exps = exports(path)
+    exps = exports(secs, imps)
     for n, want in REQUIRED_EXPORTS.items():
         if exps.get(n) != want:
             errors.append(f"export {n}: expected {want}, found {exps.get(n)}")
-    size = len(open(path, "rb").read())
+    size = os.path.getsize(path)
     print(f"{path}: {size} bytes, {len(imps)} imports from {sorted({m for m, _, _ in imps})}, "
           f"exports {sorted(exps)}")
     if errors:
