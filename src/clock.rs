@@ -30,6 +30,14 @@ pub struct SystemClock;
 // calls them without the trait in scope; the `Clock` impl forwards.
 impl SystemClock {
     /// Milliseconds since the Unix epoch.
+    #[cfg(target_arch = "wasm32")]
+    pub fn now_ms(&self) -> u64 {
+        // A reading the host refuses reads as the epoch rather than trap.
+        crate::abi::handler::wall_clock_ns().map_or(0, |ns| ns / 1_000_000)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn now_ms(&self) -> u64 {
         // A clock before 1970 is a host bug; treat it as the epoch rather than trap.
         SystemTime::now()

@@ -20,6 +20,8 @@ mod entry {
         static STATE: RefCell<Option<Box<Plugin>>> = const { RefCell::new(None) };
     }
 
+    #[cold]
+    #[inline(never)]
     fn build() -> Box<Plugin> {
         let plugin = Plugin::from_host_config(&host_config());
         for (level, line) in plugin.startup_messages() {

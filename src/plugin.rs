@@ -144,18 +144,7 @@ impl Plugin {
     pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
         match &mut self.inner {
             Inner::Ready(g) => g.handle(ex),
-            Inner::Misconfigured { logged, summary } => {
-                if !*logged {
-                    ex.log(
-                        LogLevel::Error,
-                        &format!("oidc-guard: refusing requests: {summary}"),
-                    );
-                    *logged = true;
-                }
-                strip_identity_headers_default(ex);
-                Response::misconfigured().send(ex);
-                false
-            }
+            Inner::Misconfigured { logged, summary } => refuse_misconfigured(ex, logged, summary),
         }
     }
 
@@ -269,8 +258,8 @@ pub struct Req<'a> {
     source_ip: OnceCell<Option<IpAddr>>,
     /// `Set-Cookie` values to send with the response (forwarded or not).
     pub set_cookies: Vec<String>,
-    /// Which of the guard's identity headers (`Guard::strip`, same order) this request set.
-    upstream_set: Vec<bool>,
+    /// Which of the guard's identity headers (`Guard::strip`, by index) this request set.
+    upstream_set: Marks,
 }
 
 impl Req<'_> {
@@ -283,7 +272,7 @@ impl Req<'_> {
     /// The request's cookies, in order.
     pub fn cookies(&self) -> &[(String, String)] {
         self.cookies
-            .get_or_init(|| cookie::parse(&self.ex.header_values("cookie")))
+            .get_or_init(|| cookie::parse(&self.ex.header_values("Cookie")))
     }
 
     /// The TCP peer's address (before any proxy headers).
@@ -299,7 +288,7 @@ impl Req<'_> {
         if !matches!(self.method(), "GET" | "HEAD") {
             return false;
         }
-        if self.ex.header("authorization").is_some() {
+        if self.ex.header("Authorization").is_some() {
             return false;
         }
         let lower = |n: &str| {
@@ -308,14 +297,14 @@ impl Req<'_> {
                 .map(|v| v.to_ascii_lowercase())
                 .unwrap_or_default()
         };
-        let mode = lower("sec-fetch-mode");
+        let mode = lower("Sec-Fetch-Mode");
         if !mode.is_empty() && mode != "navigate" {
             return false;
         }
-        if lower("x-requested-with") == "xmlhttprequest" {
+        if lower("X-Requested-With") == "xmlhttprequest" {
             return false;
         }
-        let accept = lower("accept");
+        let accept = lower("Accept");
         if accept.contains("application/json") && !accept.contains("text/html") {
             return false;
         }
@@ -327,7 +316,7 @@ impl Req<'_> {
 
     /// The clean normalised path, or `None` when ambiguous.
     pub fn clean_path(&self) -> Option<&str> {
-        self.path.as_clean()
+        self.path.as_clean(&self.target)
     }
 }
 
@@ -478,6 +467,12 @@ impl Guard {
     }
 
     /// Handles one request; `true` forwards it.
+    ///
+    /// Everything a forwarded request with a cached credential does not need (the plugin's own
+    /// endpoints, the session and login paths for a bearer request, verification, refusals,
+    /// replies) is kept out of line (`#[inline(never)]`, `#[cold]`). Inlined, it made this one
+    /// function 200 KB of machine code under wazero with the hot path's blocks spread across
+    /// it, and an instruction-cache miss for most of them on each request.
     pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
         let mut req = self.request(ex);
         let result = self.route(&mut req);
@@ -486,8 +481,8 @@ impl Guard {
                 // Identity headers a client sent never reach the backend: the ones this request's
                 // identity set were replaced (a set replaces every value), the others go now.
                 // (A request answered here is not forwarded, so nothing needs stripping.)
-                for (h, set) in self.strip.iter().zip(&req.upstream_set) {
-                    if !set {
+                for (i, h) in self.strip.iter().enumerate() {
+                    if !req.upstream_set.contains(i) {
                         ex.remove_header(h);
                     }
                 }
@@ -498,7 +493,7 @@ impl Guard {
                 true
             }
             Step::Reply(resp) => {
-                resp.with_cookies(&req.set_cookies).send(ex);
+                reply(resp, &req.set_cookies, ex);
                 false
             }
         };
@@ -514,17 +509,21 @@ impl Guard {
                     ex.remove_header(a);
                 }
             }
-            Aliases::List => {
-                let mut found: Vec<String> = Vec::new();
-                ex.header_names(&mut |name| {
-                    if self.strip.iter().any(|h| is_alias(name, h)) {
-                        found.push(name.to_string());
-                    }
-                });
-                for a in &found {
-                    ex.remove_header(a);
-                }
+            Aliases::List => self.strip_listed_aliases(ex),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn strip_listed_aliases(&self, ex: &Ex<'_>) {
+        let mut found: Vec<String> = Vec::new();
+        ex.header_names(&mut |name| {
+            if self.strip.iter().any(|h| is_alias(name, h)) {
+                found.push(name.to_string());
             }
+        });
+        for a in &found {
+            ex.remove_header(a);
         }
     }
 
@@ -541,29 +540,26 @@ impl Guard {
             target,
             ex,
             set_cookies: Vec::new(),
-            upstream_set: vec![false; self.strip.len()],
+            upstream_set: Marks::default(),
         }
     }
 
     fn route(&mut self, req: &mut Req<'_>) -> Step {
-        let path = req.clean_path().map(str::to_string);
         // The plugin's own endpoints, matched exactly on the clean path.
-        if let Some(p) = path.as_deref() {
-            if let Some(step) = self.own_endpoint(p, req) {
-                return step;
-            }
+        if let Some(e) = req.clean_path().and_then(|p| self.endpoint(p)) {
+            return self.own_endpoint(e, req);
         }
         // CORS preflight (opt-in): OPTIONS with Origin and Access-Control-Request-Method.
         if self.cfg.skip_auth_preflight
             && req.method() == "OPTIONS"
-            && req.ex.header("origin").is_some()
-            && req.ex.header("access-control-request-method").is_some()
+            && req.ex.header("Origin").is_some()
+            && req.ex.header("Access-Control-Request-Method").is_some()
         {
             return Step::Forward;
         }
         // excludedURLs: only clean paths can be excluded (encoded slashes, backslashes and
         // double encoding never match).
-        if let Some(p) = path.as_deref() {
+        if let Some(p) = req.clean_path() {
             if self
                 .cfg
                 .excluded_urls
@@ -579,43 +575,57 @@ impl Guard {
         }
     }
 
-    fn own_endpoint(&mut self, path: &str, req: &mut Req<'_>) -> Option<Step> {
+    /// Which of the plugin's own endpoints `path` is, if any.
+    fn endpoint(&self, path: &str) -> Option<Endpoint> {
         let h = &self.cfg.health;
-        if h.path.as_deref() == Some(path) || h.metrics_path.as_deref() == Some(path) {
-            if !h.allowed_sources.is_empty()
-                && !req
-                    .source_ip()
-                    .map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip)))
-                    .unwrap_or(false)
-            {
-                return Some(Step::Reply(Response::forbidden(false)));
-            }
-            if h.metrics_path.as_deref() == Some(path) {
-                return Some(Step::Reply(Response::metrics(
-                    self.store.snapshot().prometheus(),
-                )));
-            }
-            // The health check pings the L2 so reachability and latency are current.
-            let _ = self.store.ping();
-            return Some(Step::Reply(Response::json(
-                200,
-                self.store.snapshot().health_json(),
-            )));
+        if h.metrics_path.as_deref() == Some(path) {
+            return Some(Endpoint::Metrics);
         }
-        if let Some(bc) = &self.cfg.backchannel_logout {
-            if bc.path == path {
-                return Some(Step::Reply(backchannel::handle(self, req)));
-            }
+        if h.path.as_deref() == Some(path) {
+            return Some(Endpoint::Health);
         }
-        if let Some(b) = &self.cfg.browser {
-            if b.login.callback.path() == path {
-                return Some(Step::Reply(oidc::callback(self, req)));
-            }
-            if b.login.logout.path() == path {
-                return Some(Step::Reply(oidc::logout(self, req)));
-            }
+        if self
+            .cfg
+            .backchannel_logout
+            .as_ref()
+            .is_some_and(|bc| bc.path == path)
+        {
+            return Some(Endpoint::BackchannelLogout);
         }
-        None
+        let b = self.cfg.browser.as_ref()?;
+        if b.login.callback.path() == path {
+            Some(Endpoint::Callback)
+        } else if b.login.logout.path() == path {
+            Some(Endpoint::Logout)
+        } else {
+            None
+        }
+    }
+
+    #[inline(never)]
+    fn own_endpoint(&mut self, e: Endpoint, req: &mut Req<'_>) -> Step {
+        match e {
+            Endpoint::Health | Endpoint::Metrics => {
+                let h = &self.cfg.health;
+                if !h.allowed_sources.is_empty()
+                    && !req
+                        .source_ip()
+                        .map(|ip| h.allowed_sources.iter().any(|n| n.contains(&ip)))
+                        .unwrap_or(false)
+                {
+                    return Step::Reply(Response::forbidden(false));
+                }
+                if e == Endpoint::Metrics {
+                    return Step::Reply(Response::metrics(self.store.snapshot().prometheus()));
+                }
+                // The health check pings the L2 so reachability and latency are current.
+                let _ = self.store.ping();
+                Step::Reply(Response::json(200, self.store.snapshot().health_json()))
+            }
+            Endpoint::BackchannelLogout => Step::Reply(backchannel::handle(self, req)),
+            Endpoint::Callback => Step::Reply(oidc::callback(self, req)),
+            Endpoint::Logout => Step::Reply(oidc::logout(self, req)),
+        }
     }
 
     fn authenticate(&mut self, req: &mut Req<'_>) -> Result<Identity, Response> {
@@ -652,18 +662,7 @@ impl Guard {
         let cfg = Rc::clone(&self.cfg);
         let adm = identity.principal.admission(&cfg);
         if let Err(reason) = adm.allowed {
-            self.log.push((
-                LogLevel::Info,
-                format!("oidc-guard: access denied: {reason}"),
-            ));
-            let html = identity.via == Via::Session && req.is_browser_navigation();
-            return Step::Reply(match identity.via {
-                Via::Bearer => Response::forbidden(false).with_header(
-                    "WWW-Authenticate",
-                    "Bearer realm=\"oidc-guard\", error=\"insufficient_scope\"",
-                ),
-                Via::Session => Response::forbidden(html),
-            });
+            return self.deny(req, identity.via, reason);
         }
         match &adm.user {
             Some(u) => self.set_upstream(req, &cfg.upstream.user_header, u),
@@ -725,18 +724,42 @@ impl Guard {
         Step::Forward
     }
 
+    /// The 403 for a principal the access policy refuses.
+    #[cold]
+    #[inline(never)]
+    fn deny(&mut self, req: &Req<'_>, via: Via, reason: impl std::fmt::Display) -> Step {
+        self.log.push((
+            LogLevel::Info,
+            format!("oidc-guard: access denied: {reason}"),
+        ));
+        let html = via == Via::Session && req.is_browser_navigation();
+        Step::Reply(match via {
+            Via::Bearer => Response::forbidden(false).with_header(
+                "WWW-Authenticate",
+                "Bearer realm=\"oidc-guard\", error=\"insufficient_scope\"",
+            ),
+            Via::Session => Response::forbidden(html),
+        })
+    }
+
     /// Sets an identity header for the backend and notes it, so it is not stripped afterwards.
     fn set_upstream(&self, req: &mut Req<'_>, name: &str, value: &str) {
         req.ex.set_header(name, value);
         if let Some(i) = self.strip.iter().position(|s| s.eq_ignore_ascii_case(name)) {
-            if let Some(set) = req.upstream_set.get_mut(i) {
-                *set = true;
-            }
+            req.upstream_set.set(i);
         }
     }
 
     fn finish(&mut self, ex: &Ex<'_>) {
         self.store.end_request();
+        if self.store.has_events() || !self.log.is_empty() {
+            self.write_log(ex);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_log(&mut self, ex: &Ex<'_>) {
         for ev in self.store.drain_events() {
             self.log
                 .push((LogLevel::Warn, format!("oidc-guard: store: {ev}")));
@@ -763,6 +786,54 @@ impl Guard {
 enum Step {
     Forward,
     Reply(Response),
+}
+
+/// Sends a reply the plugin makes instead of forwarding.
+#[inline(never)]
+fn reply(resp: Response, set_cookies: &[String], ex: &Ex<'_>) {
+    resp.with_cookies(set_cookies).send(ex);
+}
+
+/// The plugin's own endpoints (matched on the clean path before anything else).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Metrics,
+    BackchannelLogout,
+    Callback,
+    Logout,
+}
+
+/// A set of small indices (the identity headers a request set): the first 64 in a word, more in
+/// a list that stays unallocated unless a configuration has that many headers.
+#[derive(Default)]
+struct Marks {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl Marks {
+    fn set(&mut self, i: usize) {
+        if i < 64 {
+            self.low |= 1 << i;
+        } else {
+            let (w, b) = (i / 64 - 1, i % 64);
+            if self.high.len() <= w {
+                self.high.resize(w + 1, 0);
+            }
+            self.high[w] |= 1 << b;
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        if i < 64 {
+            self.low & (1 << i) != 0
+        } else {
+            self.high
+                .get(i / 64 - 1)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        }
+    }
 }
 
 fn build_store(
@@ -892,6 +963,22 @@ fn is_alias(name: &str, canonical: &str) -> bool {
             .bytes()
             .zip(canonical.bytes())
             .all(|(a, b)| fold(a) == fold(b))
+}
+
+/// A request to a middleware whose configuration was refused: 500, and the reason logged once.
+#[cold]
+#[inline(never)]
+fn refuse_misconfigured(ex: &Ex<'_>, logged: &mut bool, summary: &str) -> bool {
+    if !*logged {
+        ex.log(
+            LogLevel::Error,
+            &format!("oidc-guard: refusing requests: {summary}"),
+        );
+        *logged = true;
+    }
+    strip_identity_headers_default(ex);
+    Response::misconfigured().send(ex);
+    false
 }
 
 fn strip_identity_headers_default(ex: &Ex<'_>) {

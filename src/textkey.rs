@@ -51,9 +51,79 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
         && a.chunks_exact(8).remainder() == b.chunks_exact(8).remainder()
 }
 
+/// The `BuildHasher` of maps keyed by values that are already mixed (fingerprints, SHA-256
+/// digests): one multiply per word under a random per-map seed, where the default SipHash runs
+/// its rounds over every key on every lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct MixedKeys(u64);
+
+impl MixedKeys {
+    /// A builder with a fresh random seed.
+    pub fn new() -> Self {
+        MixedKeys(seed())
+    }
+}
+
+impl Default for MixedKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::hash::BuildHasher for MixedKeys {
+    type Hasher = MixedHasher;
+
+    fn build_hasher(&self) -> MixedHasher {
+        MixedHasher(self.0)
+    }
+}
+
+/// The hasher of [`MixedKeys`].
+#[derive(Debug)]
+pub struct MixedHasher(u64);
+
+impl std::hash::Hasher for MixedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            self.write_u64(word(c));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(K).rotate_left(29);
+    }
+
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixed_keys_spread_fingerprints_and_digests() {
+        use std::collections::HashMap;
+        use std::hash::BuildHasher;
+        let b = MixedKeys::new();
+        // Distinct keys give distinct hashes (no fixed point that maps everything to a bucket).
+        let hashes: std::collections::HashSet<u64> = (0..1000u64)
+            .map(|i| b.hash_one(fingerprint(7, &i.to_le_bytes())))
+            .collect();
+        assert_eq!(hashes.len(), 1000);
+        let mut m: HashMap<[u8; 32], u32, MixedKeys> = HashMap::with_hasher(MixedKeys::new());
+        for i in 0..100u32 {
+            m.insert(crate::crypto::sha256(&i.to_le_bytes()), i);
+        }
+        for i in 0..100u32 {
+            assert_eq!(m.get(&crate::crypto::sha256(&i.to_le_bytes())), Some(&i));
+        }
+    }
 
     #[test]
     fn same_is_equality() {

@@ -97,6 +97,7 @@ enum Ended {
 }
 
 /// Receives a `logout_token` from the provider and answers per §2.8.
+#[inline(never)]
 pub fn handle(g: &mut Guard, req: &mut Req<'_>) -> Response {
     match logout(g, req) {
         Ok(line) => {
@@ -127,7 +128,7 @@ fn logout(g: &mut Guard, req: &Req<'_>) -> Result<String, LogoutError> {
     if req.method() != "POST" {
         return Err(LogoutError::Method);
     }
-    let ct = req.ex.header("content-type").unwrap_or_default();
+    let ct = req.ex.header("Content-Type").unwrap_or_default();
     let media = ct.split(';').next().unwrap_or_default().trim();
     if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(LogoutError::ContentType);

@@ -115,7 +115,7 @@ enum Binding {
 /// signature verification (hundreds of microseconds at least) anyway.
 #[derive(Debug)]
 struct TtlMap<K, V> {
-    map: HashMap<K, Slot<V>>,
+    map: HashMap<K, Slot<V>, textkey::MixedKeys>,
     max_entries: usize,
     max_bytes: usize,
     bytes: usize,
@@ -131,7 +131,8 @@ struct Slot<V> {
 impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         TtlMap {
-            map: HashMap::new(),
+            // Keys are fingerprints and SHA-256 digests: mixed already.
+            map: HashMap::with_hasher(textkey::MixedKeys::new()),
             max_entries,
             max_bytes,
             bytes: 0,
@@ -420,8 +421,18 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     let Some(b) = cfg.bearer.as_ref() else {
         return Outcome::NotPresent;
     };
-    let values = req.ex.header_values("authorization");
-    let (scheme, token) = match credential(&values, b) {
+    // The usual single value is read without building a list.
+    let (first, count) = req.ex.header_and_count("Authorization");
+    let all;
+    let values: &[String] = match &first {
+        None => &[],
+        Some(v) if count == 1 => std::slice::from_ref(v),
+        Some(_) => {
+            all = req.ex.header_values("Authorization");
+            &all
+        }
+    };
+    let (scheme, token) = match credential(values, b) {
         Ok(None) => return Outcome::NotPresent,
         Ok(Some(c)) => c,
         Err(r) => return refuse(g, r, b.dpop.enabled),
@@ -439,6 +450,8 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn refuse(g: &mut Guard, r: Refusal, dpop: bool) -> Outcome {
     g.log.push(r.log());
     Outcome::Reply(r.response(dpop))
@@ -556,6 +569,13 @@ fn verdict(g: &mut Guard, b: &Bearer, token: &str) -> Result<Rc<Verdict>, Refusa
         g.bearer.counters.cache_hits += 1;
         return Ok(v);
     }
+    verify_now(g, b, token, now_ms)
+}
+
+/// The verdict on a token the cache does not hold. Out of line, so the cache-hit path stays a
+/// few compact blocks of code (see `Guard::handle`).
+#[inline(never)]
+fn verify_now(g: &mut Guard, b: &Bearer, token: &str, now_ms: u64) -> Result<Rc<Verdict>, Refusal> {
     check_b64token(token)?;
     let key = &sha256(token.as_bytes());
     if g.bearer.refused.get(key, now_ms).is_some() {
@@ -643,6 +663,7 @@ impl Verdict {
 /// Records a one-time token's `jti` in the shared store: the first use anywhere wins, every other
 /// use is refused (DESIGN "Replay"). Runs on every request, the verified-token cache
 /// notwithstanding.
+#[inline(never)]
 fn consume_one_time(g: &mut Guard, token: &str, v: &Verdict) -> Result<(), Refusal> {
     let Some(jti) = v.jti.as_deref() else {
         return Err(Refusal::Token(

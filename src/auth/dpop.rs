@@ -64,7 +64,7 @@ pub fn check(
     jkt: &str,
 ) -> Result<(), ProofRefusal> {
     // §4.3 step 1: exactly one DPoP header field.
-    let proofs = req.ex.header_values("dpop");
+    let proofs = req.ex.header_values("Dpop");
     let proof = match proofs.as_slice() {
         [one] => one.trim(),
         [] => return Err(ProofRefusal::Proof("no DPoP header".into())),
@@ -121,7 +121,7 @@ pub fn check(
 /// `scheme://host[:port]/path` of the request as the client addressed it (see the module docs);
 /// `None` when the `Host` header is missing or not a plain authority.
 pub fn external_uri(g: &Guard, req: &Req<'_>) -> Option<String> {
-    let host = req.ex.header("host")?;
+    let host = req.ex.header("Host")?;
     if !valid_authority(&host) {
         return None;
     }
@@ -129,7 +129,7 @@ pub fn external_uri(g: &Guard, req: &Req<'_>) -> Option<String> {
     let scheme = if force_https {
         "https"
     } else {
-        let proto = req.ex.header("x-forwarded-proto").unwrap_or_default();
+        let proto = req.ex.header("X-Forwarded-Proto").unwrap_or_default();
         let first = proto.split(',').next().unwrap_or_default().trim();
         if first.eq_ignore_ascii_case("https") {
             "https"

@@ -1283,7 +1283,11 @@ impl Ctx<'_> {
                 cx.err(label, format!("header {header} is configured twice"));
                 return;
             }
-            claim_headers.push(ClaimHeader { header, claim });
+            // Go's canonical spelling, so the host's `http.Header` takes it as it is.
+            claim_headers.push(ClaimHeader {
+                header: crate::http::canonical_owned(&header),
+                claim,
+            });
         };
         if let Some(src) = self.source("claimHeaders") {
             match value::string_map(&src.value) {
@@ -1304,7 +1308,10 @@ impl Ctx<'_> {
                     label,
                     format!("the access token goes to one header, and {l} already names {h}"),
                 ),
-                _ => access_token_header = Some((header, label.to_string())),
+                _ => {
+                    access_token_header =
+                        Some((crate::http::canonical_owned(&header), label.to_string()))
+                }
             }
         };
         if let Some(src) = self.source("headers") {

@@ -115,6 +115,15 @@ pub trait Exchange {
         self.header_values(name).into_iter().next()
     }
 
+    /// The first value of a request header and how many values it has (for a header that is
+    /// usually single, read without building a list).
+    fn header_and_count(&self, name: &str) -> (Option<String>, usize) {
+        let mut values = self.header_values(name);
+        let count = values.len();
+        values.truncate(1);
+        (values.pop(), count)
+    }
+
     /// The client address as `ip:port` (the TCP peer, before any proxy headers).
     fn source_addr(&self) -> String;
 

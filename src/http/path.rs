@@ -10,6 +10,9 @@
 /// The result of normalising a request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NormalPath {
+    /// The request target's own path, its first `n` bytes, is already clean (the usual case:
+    /// nothing copied).
+    Plain(usize),
     /// A clean absolute path, e.g. `/a/b`.
     Clean(String),
     /// A path whose meaning depends on the backend; never treated as excluded.
@@ -17,9 +20,10 @@ pub enum NormalPath {
 }
 
 impl NormalPath {
-    /// The clean path, if any.
-    pub fn as_clean(&self) -> Option<&str> {
+    /// The clean path of request target `target` (the one this was made from), if any.
+    pub fn as_clean<'a>(&'a self, target: &'a str) -> Option<&'a str> {
         match self {
+            NormalPath::Plain(n) => target.get(..*n),
             NormalPath::Clean(p) => Some(p),
             NormalPath::Ambiguous => None,
         }
@@ -28,11 +32,14 @@ impl NormalPath {
 
 /// Splits a request target into its path and optional query (`/a?b` → (`/a`, `Some("b")`)).
 pub fn split_target(uri: &str) -> (&str, Option<&str>) {
-    // A fragment never reaches a server, but cut it defensively.
-    let uri = uri.split('#').next().unwrap_or(uri);
-    match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri, None),
+    // A fragment never reaches a server, but cut it defensively. One pass over the bytes (both
+    // separators are ASCII, so every cut is at a character boundary).
+    let b = uri.as_bytes();
+    let end = b.iter().position(|&c| c == b'#').unwrap_or(b.len());
+    let q = b[..end].iter().position(|&c| c == b'?');
+    match q {
+        Some(q) => (&uri[..q], uri.get(q + 1..end)),
+        None => (&uri[..end], None),
     }
 }
 
@@ -40,7 +47,7 @@ pub fn split_target(uri: &str) -> (&str, Option<&str>) {
 pub fn normalize(uri: &str) -> NormalPath {
     let (raw, _) = split_target(uri);
     if is_plain(raw) {
-        return NormalPath::Clean(raw.to_string());
+        return NormalPath::Plain(raw.len());
     }
     normalize_path(raw)
 }
@@ -219,6 +226,7 @@ mod tests {
 
     fn clean(s: &str) -> String {
         match normalize(s) {
+            NormalPath::Plain(n) => s[..n].to_string(),
             NormalPath::Clean(p) => p,
             NormalPath::Ambiguous => panic!("{s} was ambiguous"),
         }
@@ -264,7 +272,8 @@ mod tests {
             "/a-b_c/@me:1",
         ] {
             assert!(is_plain(p), "{p}");
-            assert_eq!(normalize(p), NormalPath::Clean(p.to_string()));
+            assert_eq!(normalize(p), NormalPath::Plain(p.len()));
+            assert_eq!(normalize(p).as_clean(p), Some(p));
         }
         for p in [
             "",
@@ -325,6 +334,22 @@ mod tests {
         // unless the segment is `public` itself, so never a wider exclusion).
         assert_eq!(clean("/public;x/y"), "/public;x/y");
         assert_eq!(clean("/public/a;b/../c"), "/public/c");
+    }
+
+    #[test]
+    fn the_target_splits_at_the_first_question_mark_before_any_fragment() {
+        assert_eq!(split_target("/a?b=c"), ("/a", Some("b=c")));
+        assert_eq!(split_target("/a?b?c"), ("/a", Some("b?c")));
+        assert_eq!(split_target("/a#f?x"), ("/a", None));
+        assert_eq!(split_target("/a?b#f"), ("/a", Some("b")));
+        assert_eq!(split_target("/a?"), ("/a", Some("")));
+        assert_eq!(split_target("/é?ü#"), ("/é", Some("ü")));
+        assert_eq!(split_target(""), ("", None));
+        let with_query = "/plain/path?x=1";
+        assert_eq!(
+            normalize(with_query).as_clean(with_query),
+            Some("/plain/path")
+        );
     }
 
     #[test]

@@ -668,6 +668,11 @@ impl TieredStore {
         }
     }
 
+    /// Whether there are events for [`drain_events`](Self::drain_events).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.dropped_events > 0
+    }
+
     /// Events since the last call, oldest first, for the log.
     pub fn drain_events(&mut self) -> Vec<StoreEvent> {
         let mut out = std::mem::take(&mut self.events);

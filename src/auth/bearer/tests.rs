@@ -1160,7 +1160,7 @@ fn hot_paths_make_few_host_calls() {
             get("/api/x", &t),
             vec![
                 "uri",
-                "header_values authorization",
+                "header_values Authorization",
                 "set_header X-Forwarded-User",
                 "set_header X-Email",
                 "remove_header X_forwarded-User",

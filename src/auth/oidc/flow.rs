@@ -126,7 +126,7 @@ pub fn https(cfg: &Config, req: &Req<'_>) -> bool {
         return true;
     }
     req.ex
-        .header("x-forwarded-proto")
+        .header("X-Forwarded-Proto")
         .and_then(|v| {
             v.split(',')
                 .next()
@@ -145,14 +145,14 @@ pub fn origin(cfg: &Config, req: &Req<'_>) -> Result<String, &'static str> {
         .is_some_and(|ip| cfg.trusted_proxies.iter().any(|n| n.contains(&ip)));
     let forwarded = if trusted {
         req.ex
-            .header("x-forwarded-host")
+            .header("X-Forwarded-Host")
             .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
     } else {
         None
     };
     let raw = forwarded
         .filter(|h| !h.is_empty())
-        .or_else(|| req.ex.header("host"))
+        .or_else(|| req.ex.header("Host"))
         .ok_or("the request has no Host header")?;
     if raw.len() > 255 {
         return Err("the Host header is too long");

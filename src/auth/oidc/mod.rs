@@ -87,6 +87,7 @@ fn flow_attrs(g: &Guard, b: &Browser, req: &Req<'_>) -> CookieAttrs {
 }
 
 /// Starts a login: redirects the browser to the provider (OIDC Core 3.1.2.1).
+#[inline(never)]
 pub fn start_login(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let cfg = g.cfg.clone();
     let Some(b) = cfg.browser.as_ref() else {
@@ -537,11 +538,11 @@ fn complete(
 /// Metadata, an `Origin` that is not this origin. Browsers set both headers themselves (scripts
 /// cannot); a client that sends neither (a script, curl) is not a CSRF vector and is believed.
 fn from_another_site(cfg: &crate::config::Config, req: &Req<'_>) -> bool {
-    if let Some(site) = req.ex.header("sec-fetch-site") {
+    if let Some(site) = req.ex.header("Sec-Fetch-Site") {
         let site = site.trim();
         return !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none"));
     }
-    match req.ex.header("origin") {
+    match req.ex.header("Origin") {
         Some(o) => {
             flow::origin(cfg, req).map_or(true, |ours| !o.trim().eq_ignore_ascii_case(&ours))
         }
@@ -550,6 +551,7 @@ fn from_another_site(cfg: &crate::config::Config, req: &Req<'_>) -> bool {
 }
 
 /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2).
+#[inline(never)]
 pub fn logout(g: &mut Guard, req: &mut Req<'_>) -> Response {
     let cfg = g.cfg.clone();
     let Some(b) = cfg.browser.as_ref() else {

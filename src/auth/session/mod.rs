@@ -107,7 +107,7 @@ pub struct SessionState {
     /// instance); the entry keeps the text, compared in full only on a fingerprint match, so the
     /// time a lookup takes says nothing useful about how close a guessed cookie is to a cached
     /// one.
-    cache: HashMap<u64, Cached>,
+    cache: HashMap<u64, Cached, textkey::MixedKeys>,
     seed: u64,
     uses: u64,
 }
@@ -142,7 +142,7 @@ impl SessionState {
     pub fn new(_cfg: &Config) -> Self {
         SessionState {
             sealers: None,
-            cache: HashMap::new(),
+            cache: HashMap::with_hasher(textkey::MixedKeys::new()),
             seed: textkey::seed(),
             uses: 0,
         }
@@ -250,6 +250,8 @@ struct Loaded {
 }
 
 /// Authenticates a request by its session cookie.
+// Out of line (as the other credential paths): see `Guard::handle`.
+#[inline(never)]
 pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     let cfg = g.cfg.clone();
     let Some(b) = cfg.browser.as_ref() else {
