@@ -236,6 +236,8 @@ pub struct Guard {
     pub log: Vec<(LogLevel, String)>,
     /// Headers removed from every request before anything else.
     strip: Vec<String>,
+    /// Buffers kept from one request to the next.
+    pub scratch: Scratch,
     /// Their other spellings, removed too.
     aliases: Aliases,
 }
@@ -463,6 +465,7 @@ impl Guard {
             log: Vec::new(),
             aliases: Aliases::of(&strip),
             strip,
+            scratch: Scratch::default(),
         })
     }
 
@@ -498,6 +501,7 @@ impl Guard {
             }
         };
         self.finish(ex);
+        Scratch::keep(&mut self.scratch.uri, req.target.into_bytes());
         forward
     }
 
@@ -527,8 +531,8 @@ impl Guard {
         }
     }
 
-    fn request<'a>(&self, ex: &'a Ex<'_>) -> Req<'a> {
-        let target = ex.uri();
+    fn request<'a>(&mut self, ex: &'a Ex<'_>) -> Req<'a> {
+        let target = ex.uri_in(std::mem::take(&mut self.scratch.uri));
         let (_, query) = split_target(&target);
         let query = query.map(str::to_string);
         Req {
@@ -786,6 +790,28 @@ impl Guard {
 enum Step {
     Forward,
     Reply(Response),
+}
+
+/// Buffers kept from one request to the next on an instance, so a request reads its target and
+/// `Authorization` header without allocating (see `WasmExchange::uri_in`).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    uri: Vec<u8>,
+    /// The `Authorization` header's buffer.
+    pub auth: Vec<u8>,
+}
+
+impl Scratch {
+    /// The largest buffer kept: a longer value's is freed, so one huge request does not pin its
+    /// size on the instance.
+    const KEEP: usize = 8 << 10;
+
+    /// Keeps `buf` in `slot` unless it is larger than [`Scratch::KEEP`].
+    pub fn keep(slot: &mut Vec<u8>, buf: Vec<u8>) {
+        if buf.capacity() <= Self::KEEP {
+            *slot = buf;
+        }
+    }
 }
 
 /// Sends a reply the plugin makes instead of forwarding.

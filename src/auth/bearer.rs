@@ -59,7 +59,7 @@ use crate::config::{Bearer, Config};
 use crate::crypto::{sha256, sha256_b64, sha256_hex};
 use crate::http::LogLevel;
 use crate::jwt::{AccessTokenValidation, Claims, JwtError, Validation, DEFAULT_CLOCK_SKEW_SECS};
-use crate::plugin::{Guard, Identity, Outcome, Principal, Req, Via};
+use crate::plugin::{Guard, Identity, Outcome, Principal, Req, Scratch, Via};
 use crate::response::{BearerError, Response};
 use crate::store::{Class, Namespace, SetOutcome};
 use crate::textkey;
@@ -421,10 +421,27 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     let Some(b) = cfg.bearer.as_ref() else {
         return Outcome::NotPresent;
     };
-    // The usual single value is read without building a list.
-    let (first, count) = req.ex.header_and_count("Authorization");
+    // The usual single value is read without building a list, into the instance's buffer.
+    let buf = std::mem::take(&mut g.scratch.auth);
+    let (first, count) = req.ex.header_and_count_in("Authorization", buf);
+    let outcome = authenticate_with(g, req, b, &cfg, first.as_ref(), count);
+    if let Some(v) = first {
+        Scratch::keep(&mut g.scratch.auth, v.into_bytes());
+    }
+    outcome
+}
+
+/// [`authenticate`] once the first `Authorization` value and the number of values are read.
+fn authenticate_with(
+    g: &mut Guard,
+    req: &mut Req<'_>,
+    b: &Bearer,
+    cfg: &Config,
+    first: Option<&String>,
+    count: usize,
+) -> Outcome {
     let all;
-    let values: &[String] = match &first {
+    let values: &[String] = match first {
         None => &[],
         Some(v) if count == 1 => std::slice::from_ref(v),
         Some(_) => {

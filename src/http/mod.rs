@@ -124,6 +124,20 @@ pub trait Exchange {
         (values.pop(), count)
     }
 
+    /// As [`uri`](Self::uri), into `buf`'s allocation where the exchange can (the pipeline
+    /// keeps its buffers from one request to the next).
+    fn uri_in(&self, buf: Vec<u8>) -> String {
+        drop(buf);
+        self.uri()
+    }
+
+    /// As [`header_and_count`](Self::header_and_count), into `buf`'s allocation where the
+    /// exchange can.
+    fn header_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<String>, usize) {
+        drop(buf);
+        self.header_and_count(name)
+    }
+
     /// The client address as `ip:port` (the TCP peer, before any proxy headers).
     fn source_addr(&self) -> String;
 
