@@ -438,7 +438,8 @@ impl Guard {
         let provider =
             ProviderState::new(&cfg, !keys.store.is_empty()).map_err(|e| format!("jwks: {e}"))?;
         let store = build_store(&cfg, &keys, parts.l2, parts.clock.clone());
-        // Kept in Go's canonical spelling: the host then takes each removal as it is.
+        // Kept in Go's canonical spelling: the host then takes each removal as it is. The user
+        // header comes first (`set_user_header` relies on it).
         let mut strip = vec![canonical_owned(&cfg.upstream.user_header)];
         // The access token's header is stripped like the identity headers, unless it is
         // `Authorization`: that one carries the client's own bearer token on other requests.
@@ -669,7 +670,7 @@ impl Guard {
             return self.deny(req, identity.via, reason);
         }
         match &adm.user {
-            Some(u) => self.set_upstream(req, &cfg.upstream.user_header, u),
+            Some(u) => self.set_user_header(req, u),
             None => {
                 // No identifier claim: refuse rather than forward an anonymous "authenticated" user.
                 self.log.push((
@@ -744,6 +745,14 @@ impl Guard {
             ),
             Via::Session => Response::forbidden(html),
         })
+    }
+
+    /// Sets the user header (`strip[0]`, see [`Guard::new`]) without looking it up by name.
+    fn set_user_header(&self, req: &mut Req<'_>, value: &str) {
+        if let Some(h) = self.strip.first() {
+            req.ex.set_header(h, value);
+            req.upstream_set.set(0);
+        }
     }
 
     /// Sets an identity header for the backend and notes it, so it is not stripped afterwards.

@@ -283,3 +283,56 @@ fn identity_headers_are_set_whole_or_not_at_all() {
     );
     assert!(ex.logs.borrow().iter().any(|(_, m)| m.contains("X-Groups")));
 }
+
+#[test]
+fn marks_hold_any_index() {
+    let mut m = Marks::default();
+    for i in [0, 1, 63, 64, 65, 130] {
+        assert!(!m.contains(i), "{i} before");
+        m.set(i);
+        assert!(m.contains(i), "{i} after");
+    }
+    for i in [2, 62, 66, 127, 128, 129, 131, 1000] {
+        assert!(!m.contains(i), "{i} never set");
+    }
+}
+
+#[test]
+fn scratch_keeps_small_buffers_only() {
+    let mut slot = Vec::new();
+    Scratch::keep(&mut slot, Vec::with_capacity(1024));
+    assert!(slot.capacity() >= 1024);
+    Scratch::keep(&mut slot, Vec::with_capacity(Scratch::KEEP + 1));
+    assert!(
+        slot.capacity() < Scratch::KEEP,
+        "a large buffer is not kept"
+    );
+}
+
+/// What one request read never shows in the next on the same plugin: a shorter target after a
+/// longer one, a request without `Authorization` after one with.
+#[test]
+fn one_request_never_sees_the_previous_ones_values() {
+    let key = EcKey::generate("k");
+    let mut cfg = bearer_only();
+    cfg["jwks"] = json!(key.jwks());
+    let mut p = plugin_with(cfg);
+    let now = 1_700_000_000u64;
+    let token = key.sign(
+        json!({}),
+        &json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now + 600, "iat": now}),
+    );
+    let long = format!("/api/{}", "x".repeat(300));
+    let ex = FakeExchange::get(&long).with("Authorization", &format!("Bearer {token}"));
+    assert!(p.handle(&ex));
+    assert_eq!(
+        ex.upstream_header("x-forwarded-user").as_deref(),
+        Some("alice")
+    );
+    let ex = FakeExchange::get("/public").with("Accept", "application/json");
+    assert!(p.handle(&ex), "the short excluded path is matched as it is");
+    assert_eq!(ex.upstream_header("x-forwarded-user"), None);
+    let ex = FakeExchange::get("/api").with("Accept", "application/json");
+    assert!(!p.handle(&ex), "no credential: refused");
+    assert_eq!(ex.status(), Some(401));
+}

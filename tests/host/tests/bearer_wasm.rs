@@ -118,6 +118,57 @@ fn a_normal_token_is_reusable_and_served_from_the_cache() {
     assert_eq!(mw.sockets_opened(), 0);
 }
 
+/// The plugin keeps a request's target and `Authorization` buffers on the instance for the next
+/// request: what one request read never shows in the next one on that instance (a shorter target
+/// after a longer one, no credential after a token, a shorter token after a longer one), and a
+/// target larger than the kept size works and leaves the next request unaffected.
+#[test]
+fn one_request_never_sees_the_previous_ones_values_on_an_instance() {
+    let k = Key::es256("ec-256");
+    let mw = traefik_guard(config(&[&k], json!({"excludedURLs": ["/pub"]})));
+    let mut bob = claims("bob", 300);
+    bob["email"] = json!("b@x");
+    let (alice, bob) = (k.access_token(&claims("alice", 300)), k.access_token(&bob));
+    let long = format!("/api/{}", "x".repeat(600));
+    let huge = format!("/api/{}?q={}", "y".repeat(9000), "z".repeat(100));
+    let send = |path: &str, token: Option<&str>| {
+        let mut r = Request::get(path).header("Accept", "application/json");
+        if let Some(t) = token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        mw.send(r)
+    };
+    let user = |ex: &Exchange| {
+        ex.upstream
+            .as_ref()
+            .and_then(|u| u.header("X-Forwarded-User").map(str::to_string))
+    };
+    let ex = send(&long, Some(&alice));
+    assert_eq!(ex.status, 200, "{}", ex.text());
+    assert_eq!(user(&ex).as_deref(), Some("alice"));
+    assert_eq!(ex.upstream.as_ref().unwrap().uri, long);
+    let ex = send("/pub", None);
+    assert_eq!(ex.status, 200, "the short excluded path matches as sent");
+    assert_eq!(user(&ex), None);
+    let ex = send("/api", None);
+    assert_eq!(ex.status, 401, "no credential after a token: {}", ex.text());
+    let ex = send("/api/b", Some(&bob));
+    assert_eq!(user(&ex).as_deref(), Some("bob"));
+    let ex = send(&huge, Some(&alice));
+    assert_eq!(user(&ex).as_deref(), Some("alice"));
+    assert_eq!(ex.upstream.as_ref().unwrap().uri, huge);
+    let ex = send("/pub/x", Some("not-a-token"));
+    assert_eq!(ex.status, 200, "excluded: the credential is not looked at");
+    assert_eq!(user(&ex), None);
+    let ex = send("/api/c", Some(&bob));
+    assert_eq!(user(&ex).as_deref(), Some("bob"));
+    assert_eq!(
+        mw.instances_created(),
+        1,
+        "every request ran on one instance"
+    );
+}
+
 /// A tiny provider: discovery and a JWKS that the test can replace (key rotation), with a count
 /// of requests per path, and an off switch (the provider down).
 #[derive(Clone)]
