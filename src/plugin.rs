@@ -26,7 +26,7 @@ use crate::auth::provider::{Deps, ProviderState};
 use crate::auth::{backchannel, bearer, oidc, policy, session};
 use crate::clock::{PluginClock, SystemClock};
 use crate::config::{Config, ConfigError, Platform};
-use crate::http::path::{normalize, split_target, under_prefix, NormalPath};
+use crate::http::path::{normalize_split_path, split_target, under_prefix, NormalPath};
 use crate::http::{canonical_owned, cookie, Ex, LogLevel};
 use crate::net::http::Fetch;
 use crate::response::Response;
@@ -534,11 +534,12 @@ impl Guard {
 
     fn request<'a>(&mut self, ex: &'a Ex<'_>) -> Req<'a> {
         let target = ex.uri_in(std::mem::take(&mut self.scratch.uri));
-        let (_, query) = split_target(&target);
+        let (raw_path, query) = split_target(&target);
+        let path = normalize_split_path(raw_path);
         let query = query.map(str::to_string);
         Req {
             method: OnceCell::new(),
-            path: normalize(&target),
+            path,
             query,
             cookies: OnceCell::new(),
             source_ip: OnceCell::new(),

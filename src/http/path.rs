@@ -45,7 +45,12 @@ pub fn split_target(uri: &str) -> (&str, Option<&str>) {
 
 /// Normalises the path of a request target (the query is ignored).
 pub fn normalize(uri: &str) -> NormalPath {
-    let (raw, _) = split_target(uri);
+    normalize_split_path(split_target(uri).0)
+}
+
+/// As [`normalize`], for the path part of a target already split by [`split_target`] (a
+/// [`NormalPath::Plain`] length is then a length into the target too).
+pub fn normalize_split_path(raw: &str) -> NormalPath {
     if is_plain(raw) {
         return NormalPath::Plain(raw.len());
     }
