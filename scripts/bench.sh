@@ -22,6 +22,8 @@ echo "# In-guest benchmarks (wasmtime/Cranelift: relative figures carry over to 
 {
   cargo test -q --locked -p oidc-guard-testhost --test bearer_wasm -- \
     --ignored --nocapture --exact bench_first_sight_and_cache_hit_per_algorithm
+  OIDC_GUARD_WASM_OPS=1 cargo test -q --locked -p oidc-guard-testhost --test bearer_wasm -- \
+    --ignored --nocapture --exact bench_wasm_ops_per_request
   STORE_BENCH_N=2000 STORE_BENCH_ITERS=200000 \
     cargo test -q --locked -p oidc-guard-testhost --test redis_wasm -- \
     --nocapture --exact in_guest_benchmarks

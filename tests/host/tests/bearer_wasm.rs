@@ -463,3 +463,74 @@ fn bench_first_sight_and_cache_hit_per_algorithm() {
         median_us(again)
     );
 }
+
+/// The wasm operators one `handle_request` runs (wasmtime fuel: one unit per operator), for the
+/// requests `make bench` sends through Traefik: the plugin with `make bench`'s memory-mode
+/// configuration, and the near-empty reference guest. Deterministic, unlike a time: it shows
+/// what a change to the hot path did to the guest's own work. Needs `OIDC_GUARD_WASM_OPS=1`
+/// (the engine counts only then); `make bench` sets it.
+#[test]
+#[ignore = "benchmark; run explicitly with OIDC_GUARD_WASM_OPS=1"]
+fn bench_wasm_ops_per_request() {
+    assert!(
+        oidc_guard_testhost::wasm::counts_wasm_ops(),
+        "set OIDC_GUARD_WASM_OPS=1"
+    );
+    let key = Key::es256("ec-256");
+    let mw = traefik_guard(json!({
+        "issuer": ISS,
+        "jwks": jwks(&[&key]),
+        "bearer": {"enabled": true, "audience": AUD},
+        "excludedURLs": ["/public"],
+    }));
+    let token = key.access_token(&claims("alice", 300));
+    let first = call(&mw, &token);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let ops = |ex: &Exchange| ex.timing.wasm_ops.expect("the engine counts wasm ops");
+    let hit = call(&mw, &token);
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.instance, first.instance, "one instance");
+    let excluded = mw.send(Request::get("/public/x"));
+    assert_eq!(excluded.status, 200);
+    let reference = Middleware::builder(guests::test_guest("reference").unwrap())
+        .build()
+        .unwrap();
+    let r = reference
+        .send(Request::get("/api/orders").header("Authorization", &format!("Bearer {token}")));
+    assert_eq!(r.status, 200);
+    println!("wasm operators per handle_request (wasmtime fuel):");
+    println!(
+        "  plugin, first sight of an ES256 token   {:>9}",
+        ops(&first)
+    );
+    println!("  plugin, cached bearer token             {:>9}", ops(&hit));
+    println!(
+        "  plugin, excluded path                   {:>9}",
+        ops(&excluded)
+    );
+    println!("  near-empty reference guest              {:>9}", ops(&r));
+}
+
+/// The plugin reads the clock once per request and keeps the reading only for that request
+/// (`RequestClock`): a cached token stops being served on the same instance once its `exp` plus
+/// the 60-s clock skew has passed (RFC 7519 §4.1.4), however many requests it was served before.
+#[test]
+fn a_cached_token_is_refused_on_the_same_instance_once_it_expired() {
+    let key = Key::es256("ec-256");
+    let mw = traefik_guard(config(&[&key], json!({})));
+    let n = bearer_support::now();
+    // Expired 58 s ago: within the skew for about two more seconds.
+    let mut c = claims("alice", 0);
+    c["iat"] = json!(n - 100);
+    c["exp"] = json!(n - 58);
+    let token = key.access_token(&c);
+    let first = call(&mw, &token);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = call(&mw, &token);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.instance, first.instance, "one instance");
+    std::thread::sleep(Duration::from_millis(3_200));
+    let late = call(&mw, &token);
+    assert_eq!(late.instance, first.instance, "the instance that cached it");
+    assert_refused(&late, "expired while cached");
+}

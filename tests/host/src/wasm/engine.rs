@@ -19,8 +19,16 @@ pub fn engine() -> &'static Engine {
         let mut c = Config::new();
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+        c.consume_fuel(counts_wasm_ops());
         Engine::new(&c).unwrap_or_default()
     })
+}
+
+/// Whether the engine counts the wasm operators a call runs (wasmtime's fuel, one unit per
+/// operator): set `OIDC_GUARD_WASM_OPS=1`. Off by default (counting slows every call a little).
+/// [`super::middleware::Timing::wasm_ops`] then holds the count of each `handle_request`.
+pub fn counts_wasm_ops() -> bool {
+    std::env::var_os("OIDC_GUARD_WASM_OPS").is_some_and(|v| v == "1")
 }
 
 /// Which WasmEdge socket ABI a guest's imports select in Traefik (wasi-go's

@@ -191,6 +191,9 @@ pub struct Timing {
     pub instance_create: Option<Duration>,
     /// The `handle_request` call.
     pub handle_request: Duration,
+    /// The wasm operators `handle_request` ran, when the engine counts them
+    /// ([`engine::counts_wasm_ops`]).
+    pub wasm_ops: Option<u64>,
     /// The upstream handler.
     pub upstream: Duration,
     /// The `handle_response` call, if made.
@@ -569,6 +572,11 @@ impl Inner {
             pending_fetch: None,
         };
         let mut store = Store::new(engine::engine(), state);
+        if engine::counts_wasm_ops() {
+            store
+                .set_fuel(u64::MAX)
+                .map_err(|e| anyhow!("wasm: fuel: {e:?}"))?;
+        }
         let instance = self
             .pre
             .instantiate(&mut store)
@@ -777,6 +785,7 @@ impl Middleware {
         g.store.data_mut().req = Some(Box::new(state));
 
         // handle_request
+        let fuel_before = g.store.get_fuel().ok();
         let t = Instant::now();
         let result: std::result::Result<i64, String> = match &g.dead {
             Some(d) => Err(d.clone()),
@@ -793,6 +802,9 @@ impl Middleware {
             }),
         };
         timing.handle_request = t.elapsed();
+        timing.wasm_ops = fuel_before
+            .zip(g.store.get_fuel().ok())
+            .map(|(a, b)| a.saturating_sub(b));
 
         let mut upstream_req = None;
         let mut trap = None;

@@ -57,7 +57,7 @@ pub mod sockets;
 pub mod state;
 
 pub use bridge::{Bridge, Fault, Faults, MemoryKv, RedisKv};
-pub use engine::{imports, ImportSummary, SocketAbi};
+pub use engine::{counts_wasm_ops, imports, ImportSummary, SocketAbi};
 pub use middleware::{
     Exchange, GuestInstance, Middleware, MiddlewareBuilder, Request, Timing, UpstreamRequest,
     UpstreamResponse,
