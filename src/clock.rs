@@ -20,6 +20,9 @@ pub trait Clock {
     fn now_us(&self) -> u64 {
         self.now_ms().saturating_mul(1000)
     }
+
+    /// Forgets a reading kept for reuse (see [`RequestClock`]); the next one asks the host.
+    fn refresh(&self) {}
 }
 
 /// The system's wall clock (`clock_time_get(REALTIME)` in the guest).
@@ -70,14 +73,93 @@ impl Clock for SystemClock {
     }
 }
 
-/// The clock the plugin reads. In the wasm artifact it is [`SystemClock`] itself, so a reading
+/// The system clock, read at most once between two [`refresh`](RequestClock::refresh)es: the
+/// plugin refreshes it when a request starts and after every call that waits (an L2 round trip,
+/// a fetch from the provider), so one request's checks all see the same instant and a wait is
+/// never hidden.
+///
+/// Why: the plugin's Traefik artifact imports sockets, so Traefik gives it stealthrocket/wasi-go
+/// for WASI, where one `clock_time_get` costs ≈ 0.7 µs of host CPU (the perf-map harness: wazergo's
+/// wrappers, wasi-go's `ClockTimeGet`, the vDSO). A valid-session request read it twice (the
+/// session's age, then the store for the revocation marker), a cached bearer request once; an
+/// L2 round trip reads it around the wait anyway.
+#[derive(Debug, Default)]
+pub struct RequestClock {
+    /// The kept reading in milliseconds; 0 when there is none.
+    kept_ms: std::cell::Cell<u64>,
+}
+
+impl RequestClock {
+    /// Milliseconds since the Unix epoch: the kept reading, or a new one (then kept).
+    pub fn now_ms(&self) -> u64 {
+        match self.kept_ms.get() {
+            0 => {
+                let now = SystemClock.now_ms();
+                self.kept_ms.set(now);
+                now
+            }
+            kept => kept,
+        }
+    }
+
+    /// Whole seconds since the Unix epoch.
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// Microseconds since the Unix epoch, always read anew (latency figures time a wait).
+    pub fn now_us(&self) -> u64 {
+        SystemClock.now_us()
+    }
+
+    /// Forgets the kept reading.
+    pub fn refresh(&self) {
+        self.kept_ms.set(0);
+    }
+}
+
+impl Clock for RequestClock {
+    fn now_ms(&self) -> u64 {
+        RequestClock::now_ms(self)
+    }
+
+    fn now_us(&self) -> u64 {
+        RequestClock::now_us(self)
+    }
+
+    fn refresh(&self) {
+        RequestClock::refresh(self);
+    }
+}
+
+/// The clock the plugin reads. In the wasm artifact it is [`RequestClock`] itself, so a reading
 /// is a direct call rather than one through a vtable (see `crate::http::Ex` for what an indirect
 /// call costs under Traefik); natively it is any [`Clock`], so tests can set the time.
 #[cfg(target_arch = "wasm32")]
-pub type PluginClock = SystemClock;
+pub type PluginClock = RequestClock;
 /// See the wasm32 definition.
 #[cfg(not(target_arch = "wasm32"))]
 pub type PluginClock = dyn Clock;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_clock_keeps_its_reading_until_refreshed() {
+        let c = RequestClock::default();
+        let first = c.now_ms();
+        assert!(first > 1_600_000_000_000, "a wall-clock reading: {first}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(c.now_ms(), first, "kept");
+        assert_eq!(c.now_secs(), first / 1000);
+        // Latency figures are never the kept reading.
+        assert!(c.now_us() >= (first + 20) * 1000);
+        Clock::refresh(&c);
+        let second = c.now_ms();
+        assert!(second >= first + 20, "read anew: {first} → {second}");
+    }
+}
 
 /// A settable clock for tests.
 #[derive(Debug, Default)]

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::provider::{Deps, ProviderState};
 use crate::auth::{backchannel, bearer, oidc, policy, session};
-use crate::clock::{PluginClock, SystemClock};
+use crate::clock::{PluginClock, RequestClock};
 use crate::config::{Config, ConfigError, Platform};
 use crate::http::path::{normalize_split_path, split_target, under_prefix, NormalPath};
 use crate::http::{canonical_owned, cookie, Ex, LogLevel};
@@ -175,7 +175,7 @@ impl Parts {
     /// A message when the Redis client cannot be built from the configuration.
     pub fn for_host(cfg: &Config) -> Result<Parts, String> {
         Ok(Parts {
-            clock: Rc::new(SystemClock),
+            clock: Rc::new(RequestClock::default()),
             l2: host::l2(cfg)?,
             fetch: host::fetch(cfg),
         })
@@ -478,6 +478,8 @@ impl Guard {
     /// function 200 KB of machine code under wazero with the hot path's blocks spread across
     /// it, and an instruction-cache miss for most of them on each request.
     pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
+        // Each request reads the time anew (once, see `RequestClock`).
+        self.clock.refresh();
         let mut req = self.request(ex);
         let result = self.route(&mut req);
         let forward = match result {

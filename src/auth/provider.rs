@@ -308,6 +308,8 @@ impl ProviderState {
     fn get_json(&mut self, url: &str, d: &mut Deps<'_>) -> Result<Vec<u8>, ProviderError> {
         let now = d.clock.now_ms();
         let result = d.fetch.fetch(&HttpRequest::get_json(url, FETCH_TIMEOUT_MS));
+        // The fetch waited: what follows reads the clock anew (see `RequestClock`).
+        d.clock.refresh();
         let resp = match result {
             Ok(r) => r,
             Err(e) => {

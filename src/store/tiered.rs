@@ -771,7 +771,10 @@ impl TieredStore {
                     self.counters.retries += 1;
                 }
                 let t0 = self.clock.now_us();
-                match op(l2, &self.sealer, now) {
+                let result = op(l2, &self.sealer, now);
+                // The round trip took time: the breaker and what follows read the clock anew.
+                self.clock.refresh();
+                match result {
                     Ok(v) => {
                         let dt = self.clock.now_us().saturating_sub(t0);
                         self.counters.latency.record(dt);

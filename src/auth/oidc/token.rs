@@ -123,7 +123,10 @@ pub fn request(
     grant: &[(&str, &str)],
 ) -> Result<TokenResponse, TokenError> {
     let req = build_request(client, endpoint, grant);
-    let resp = g.fetch.fetch(&req).map_err(|e| match e {
+    let resp = g.fetch.fetch(&req);
+    // The request waited: what follows reads the clock anew (see `RequestClock`).
+    g.clock.refresh();
+    let resp = resp.map_err(|e| match e {
         FetchError::Timeout => TokenError::Unreachable("timed out".into()),
         other => TokenError::Unreachable(other.to_string()),
     })?;
