@@ -3,6 +3,7 @@
 //! Under wazero, monotonic time (`Instant`) advances by a fixed step per read when the guest has
 //! no sockets, so every TTL, breaker timeout and token time check uses the wall clock.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
@@ -73,10 +74,21 @@ impl Clock for SystemClock {
     }
 }
 
-/// The system clock, read at most once between two [`refresh`](RequestClock::refresh)es: the
-/// plugin refreshes it when a request starts and after every call that waits (an L2 round trip,
-/// a fetch from the provider), so one request's checks all see the same instant and a wait is
-/// never hidden.
+/// Requests started in this instance, counted by the `handle_request` export
+/// ([`begin_request`]): a [`RequestClock`] keeps a reading only within the request it was made in.
+static REQUEST_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// Marks the start of a request (called by `http_wasm_exports!` before anything else runs).
+pub fn begin_request() {
+    REQUEST_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The system clock, read at most once per request and once after each wait: a reading is kept
+/// until the next request starts ([`begin_request`]) or the code that waited (an L2 round trip, a
+/// fetch from the provider) calls [`refresh`](RequestClock::refresh). One request's checks thus
+/// all see the same instant, and a wait is never hidden from what follows it. The epoch, not a
+/// call in the plugin's pipeline, ends a reading, so any guest built on this crate (the test
+/// probes too) reads time anew per request.
 ///
 /// Why: the plugin's Traefik artifact imports sockets, so Traefik gives it stealthrocket/wasi-go
 /// for WASI, where one `clock_time_get` costs ≈ 0.7 µs of host CPU (the perf-map harness: wazergo's
@@ -85,20 +97,21 @@ impl Clock for SystemClock {
 /// L2 round trip reads it around the wait anyway.
 #[derive(Debug, Default)]
 pub struct RequestClock {
-    /// The kept reading in milliseconds; 0 when there is none.
-    kept_ms: std::cell::Cell<u64>,
+    /// The kept reading in milliseconds (0: none) and the request it belongs to.
+    kept: std::cell::Cell<(u64, u32)>,
 }
 
 impl RequestClock {
     /// Milliseconds since the Unix epoch: the kept reading, or a new one (then kept).
     pub fn now_ms(&self) -> u64 {
-        match self.kept_ms.get() {
-            0 => {
+        let epoch = REQUEST_EPOCH.load(Ordering::Relaxed);
+        match self.kept.get() {
+            (kept, at) if kept != 0 && at == epoch => kept,
+            _ => {
                 let now = SystemClock.now_ms();
-                self.kept_ms.set(now);
+                self.kept.set((now, epoch));
                 now
             }
-            kept => kept,
         }
     }
 
@@ -114,7 +127,7 @@ impl RequestClock {
 
     /// Forgets the kept reading.
     pub fn refresh(&self) {
-        self.kept_ms.set(0);
+        self.kept.set((0, 0));
     }
 }
 
@@ -158,6 +171,11 @@ mod tests {
         Clock::refresh(&c);
         let second = c.now_ms();
         assert!(second >= first + 20, "read anew: {first} → {second}");
+        // A new request reads anew too, without a refresh.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(c.now_ms(), second);
+        begin_request();
+        assert!(c.now_ms() >= second + 20, "a new request's reading");
     }
 }
 

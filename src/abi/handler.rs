@@ -86,6 +86,8 @@ macro_rules! http_wasm_exports {
         #[allow(unsafe_code)]
         #[no_mangle]
         pub extern "C" fn handle_request() -> i64 {
+            // A new request: clock readings kept by the last one are stale.
+            $crate::clock::begin_request();
             // req_ctx is always 0: `handle_response` needs no context, and when `next` is false
             // a non-zero req_ctx keeps the host from returning the instance to its pool.
             i64::from($handle(&$crate::abi::handler::WasmExchange::new()))
