@@ -128,15 +128,20 @@ fn login_session_rotation_refusals_and_logout_in_the_guest() {
     // The in-guest cost of a request with a valid session (memory mode: no socket I/O).
     let mut session_times = Vec::new();
     let mut public_times = Vec::new();
+    let mut session_ops = None;
     for _ in 0..200 {
         let ex = mw.send(nav(&cookie));
         assert_eq!(ex.status, 200);
         session_times.push(ex.timing.handle_request);
+        session_ops = ex.timing.wasm_ops;
         let ex = mw.send(Request::get("/public/x"));
         public_times.push(ex.timing.handle_request);
     }
     let (sess_us, pub_us) = (median_us(session_times), median_us(public_times));
     eprintln!("handle_request median: valid session {sess_us:.1} µs, excluded path {pub_us:.1} µs (wasmtime, debug host)");
+    if let Some(ops) = session_ops {
+        eprintln!("wasm operators of a valid-session request: {ops} (OIDC_GUARD_WASM_OPS=1)");
+    }
     let sockets = mw.sockets_opened();
     for _ in 0..20 {
         assert_eq!(mw.send(nav(&cookie)).status, 200);
