@@ -478,8 +478,6 @@ impl Guard {
     /// function 200 KB of machine code under wazero with the hot path's blocks spread across
     /// it, and an instruction-cache miss for most of them on each request.
     pub fn handle(&mut self, ex: &Ex<'_>) -> bool {
-        // Each request reads the time anew (once, see `RequestClock`).
-        self.clock.refresh();
         let mut req = self.request(ex);
         let result = self.route(&mut req);
         let forward = match result {
