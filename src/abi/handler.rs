@@ -285,15 +285,11 @@ impl WasmExchange<'_> {
 
     /// The first value of request header `name`.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.header_and_count(name).0
+        self.header_and_count_in(name, Vec::new()).0
     }
 
-    /// The first value of request header `name`, and how many values it has.
-    pub fn header_and_count(&self, name: &str) -> (Option<String>, usize) {
-        self.header_and_count_in(name, Vec::new())
-    }
-
-    /// As [`header_and_count`](Self::header_and_count), read into `buf`'s allocation.
+    /// The first value of request header `name` and how many values it has, read into `buf`'s
+    /// allocation.
     pub fn header_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<String>, usize) {
         let (count, mut buf) = header_raw_in(name, buf);
         if count == 0 {
@@ -414,10 +410,6 @@ impl Exchange for WasmExchange<'_> {
 
     fn header(&self, name: &str) -> Option<String> {
         WasmExchange::header(self, name)
-    }
-
-    fn header_and_count(&self, name: &str) -> (Option<String>, usize) {
-        WasmExchange::header_and_count(self, name)
     }
 
     fn uri_in(&self, buf: Vec<u8>) -> String {

@@ -115,15 +115,6 @@ pub trait Exchange {
         self.header_values(name).into_iter().next()
     }
 
-    /// The first value of a request header and how many values it has (for a header that is
-    /// usually single, read without building a list).
-    fn header_and_count(&self, name: &str) -> (Option<String>, usize) {
-        let mut values = self.header_values(name);
-        let count = values.len();
-        values.truncate(1);
-        (values.pop(), count)
-    }
-
     /// As [`uri`](Self::uri), into `buf`'s allocation where the exchange can (the pipeline
     /// keeps its buffers from one request to the next).
     fn uri_in(&self, buf: Vec<u8>) -> String {
@@ -131,11 +122,15 @@ pub trait Exchange {
         self.uri()
     }
 
-    /// As [`header_and_count`](Self::header_and_count), into `buf`'s allocation where the
+    /// The first value of a request header and how many values it has (for a header that is
+    /// usually single, read without building a list), into `buf`'s allocation where the
     /// exchange can.
     fn header_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<String>, usize) {
         drop(buf);
-        self.header_and_count(name)
+        let mut values = self.header_values(name);
+        let count = values.len();
+        values.truncate(1);
+        (values.pop(), count)
     }
 
     /// The client address as `ip:port` (the TCP peer, before any proxy headers).
