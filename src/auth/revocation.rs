@@ -103,6 +103,33 @@ pub struct SessionRef<'a> {
 /// [`StoreError`] when the store cannot answer (the caller decides: the fallback policy has
 /// already been applied by the store).
 pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, StoreError> {
+    Ok(check(store, s)?.is_none())
+}
+
+/// A "not revoked" verdict and what it rests on, so the requests that follow can reuse it without
+/// building the marker keys and looking each up again: the L1 as it was when the verdict was
+/// reached (its generation), up to the time a fresh check would have to ask again (hybrid: the
+/// first expiry among the markers' L1 entries; memory: never; redis: at once). A check made while
+/// it [`Clearance::holds`] reads the same entries and reaches the same verdict, so reusing it
+/// changes nothing the revocation-check interval promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clearance {
+    generation: u64,
+    until_ms: u64,
+}
+
+impl Clearance {
+    /// Whether a check now would reach the same verdict.
+    pub fn holds(&self, store: &TieredStore, now_ms: u64) -> bool {
+        self.generation == store.l1_generation() && now_ms < self.until_ms
+    }
+}
+
+/// Checks the session's markers: `None` when it has been revoked, else its [`Clearance`].
+///
+/// # Errors
+/// As [`is_revoked`].
+pub fn check(store: &mut TieredStore, s: SessionRef<'_>) -> Result<Option<Clearance>, StoreError> {
     // All markers in one read: one round trip in redis mode (a pipeline of GETs), none on an
     // L1 hit in hybrid mode.
     let ours = sid_key(s.session_id);
@@ -115,7 +142,7 @@ pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, St
     let found = store.get_many(Namespace::REVOCATION, &keys)?;
     let mut found = found.into_iter();
     if found.next().flatten().is_some() {
-        return Ok(true);
+        return Ok(None);
     }
     if let Some(v) = found.next().flatten() {
         let at: u64 = std::str::from_utf8(&v)
@@ -123,19 +150,111 @@ pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, St
             .and_then(|t| t.parse().ok())
             .unwrap_or(u64::MAX);
         if s.login_ms <= at {
-            return Ok(true);
+            return Ok(None);
         }
     }
-    Ok(found.next().flatten().is_some())
+    if found.next().flatten().is_some() {
+        return Ok(None);
+    }
+    // After the read: it may itself have changed the L1 (hybrid caches what the L2 said).
+    Ok(Some(Clearance {
+        generation: store.l1_generation(),
+        until_ms: store.unchanged_until(Namespace::REVOCATION, &keys),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use crate::store::{Mode, Sealer, TieredConfig};
     use std::rc::Rc;
+
+    fn memory_store(clock: Rc<ManualClock>) -> TieredStore {
+        TieredStore::new(
+            TieredConfig::new(Mode::Memory, "id"),
+            None,
+            Sealer::integrity(),
+            clock,
+        )
+    }
+
+    const S: SessionRef<'static> = SessionRef {
+        session_id: "a",
+        provider_sid: Some("p1"),
+        sub: "alice",
+        login_ms: 500,
+    };
+
+    /// Memory mode: a clearance holds until anything in the L1 changes, whenever that is; a
+    /// marker written for this very session then shows at the next check.
+    #[test]
+    fn a_clearance_holds_while_the_l1_is_unchanged() {
+        let clock = Rc::new(ManualClock::new(1_000_000));
+        let mut st = memory_store(clock.clone());
+        let c = check(&mut st, S).unwrap().expect("not revoked");
+        clock.advance(86_400_000);
+        assert!(c.holds(&st, clock.now_ms()), "nothing changed, a day later");
+        revoke_session(&mut st, "b", Duration::from_secs(60)).unwrap();
+        assert!(!c.holds(&st, clock.now_ms()), "another session's marker");
+        let c = check(&mut st, S).unwrap().expect("still not revoked");
+        assert!(c.holds(&st, clock.now_ms()));
+        revoke_provider_sid(&mut st, "p1", Duration::from_secs(60)).unwrap();
+        assert!(!c.holds(&st, clock.now_ms()));
+        assert_eq!(check(&mut st, S).unwrap(), None, "revoked");
+    }
+
+    /// Hybrid mode: a clearance holds only until the first of the markers' L1 entries expires
+    /// (then the L2 is due again), so a logout written by another replica is seen as soon as it
+    /// would be without the clearance; redis mode never keeps one.
+    #[test]
+    fn a_clearance_ends_when_the_l2_is_due_and_never_holds_in_redis_mode() {
+        use crate::store::fake::FakeL2;
+        let clock = Rc::new(ManualClock::new(1_000_000));
+        let mut cfg = TieredConfig::new(Mode::Hybrid, "id");
+        cfg.negative_ttl = Duration::from_secs(5);
+        let (fake, _state) = FakeL2::with_manual_clock(Rc::clone(&clock));
+        let other_l2 = fake.sharing();
+        let mut st = TieredStore::new(
+            cfg.clone(),
+            Some(Box::new(fake)),
+            Sealer::integrity(),
+            clock.clone(),
+        );
+        let mut other = TieredStore::new(
+            cfg,
+            Some(Box::new(other_l2)),
+            Sealer::integrity(),
+            clock.clone(),
+        );
+        let c = check(&mut st, S).unwrap().expect("not revoked");
+        clock.advance(4_999);
+        assert!(c.holds(&st, clock.now_ms()));
+        revoke_session(&mut other, "a", Duration::from_secs(60)).unwrap();
+        assert!(
+            c.holds(&st, clock.now_ms()),
+            "within the interval, as the L1 would answer"
+        );
+        assert_eq!(
+            check(&mut st, S).unwrap().map(|_| ()),
+            Some(()),
+            "the L1 answers alike"
+        );
+        clock.advance(1);
+        assert!(!c.holds(&st, clock.now_ms()), "the interval is over");
+        assert_eq!(check(&mut st, S).unwrap(), None, "the L2 has the marker");
+
+        let (fake, _state) = FakeL2::with_manual_clock(Rc::clone(&clock));
+        let mut redis = TieredStore::new(
+            TieredConfig::new(Mode::Redis, "id"),
+            Some(Box::new(fake)),
+            Sealer::integrity(),
+            clock.clone(),
+        );
+        let c = check(&mut redis, S).unwrap().expect("not revoked");
+        assert!(!c.holds(&redis, clock.now_ms()));
+    }
 
     #[test]
     fn markers() {

@@ -119,6 +119,9 @@ pub struct L1 {
     min_expiry_ms: u64,
     sweep_cursor: usize,
     stats: L1Stats,
+    /// Counts every change of content (a value stored or replaced, an entry removed, evicted or
+    /// reclaimed after expiry); recency updates do not count.
+    generation: u64,
 }
 
 impl Default for L1 {
@@ -140,6 +143,7 @@ impl L1 {
             min_expiry_ms: u64::MAX,
             sweep_cursor: 0,
             stats: L1Stats::default(),
+            generation: 0,
         }
     }
 
@@ -195,6 +199,19 @@ impl L1 {
             }
             None => false,
         }
+    }
+
+    /// When the live entry under `key` expires (ms), if there is one.
+    pub fn expires_at(&self, key: &str, now_ms: u64) -> Option<u64> {
+        let &i = self.map.get(key)?;
+        let e = &self.slab[i];
+        e.live(now_ms).then_some(e.expires_at_ms)
+    }
+
+    /// A number that changes whenever the content changes: two reads of a key with the same
+    /// generation between them, each before the entry's expiry, give the same answer.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The number of entries held (expired ones not yet reclaimed included).
@@ -269,6 +286,7 @@ impl L1 {
             let old = self.slab[i].value.len();
             self.touch(i);
             self.bytes = self.bytes - old + value.len();
+            self.generation += 1;
             let e = &mut self.slab[i];
             e.value.clear();
             e.value.extend_from_slice(value);
@@ -289,6 +307,7 @@ impl L1 {
             next: NIL,
         });
         self.map.insert(key, i);
+        self.generation += 1;
         self.link_front(i);
         self.bytes += size;
         self.min_expiry_ms = self.min_expiry_ms.min(expires_at_ms);
@@ -382,6 +401,7 @@ impl L1 {
 
     /// Removes the entry at slab index `i`, moving the last entry into its place.
     fn remove_at(&mut self, i: usize) {
+        self.generation += 1;
         self.unlink(i);
         let removed = self.slab.swap_remove(i);
         self.map.remove(&*removed.key);
@@ -451,6 +471,44 @@ mod tests {
             max_entries: entries,
             max_bytes: bytes,
         })
+    }
+
+    #[test]
+    fn generation_counts_changes_of_content_only() {
+        let mut c = small(2, 1000);
+        let g0 = c.generation();
+        assert_eq!(c.get("a", 0), None);
+        assert_eq!(c.generation(), g0, "a miss changes nothing");
+        c.put("a", b"1", secs(10), 0);
+        let g1 = c.generation();
+        assert_ne!(g1, g0, "a new entry");
+        assert_eq!(c.get("a", 1), Some(&b"1"[..]));
+        assert_eq!(c.generation(), g1, "a hit (recency only) changes nothing");
+        c.put("a", b"2", secs(10), 1);
+        let g2 = c.generation();
+        assert_ne!(g2, g1, "a replaced value");
+        assert_eq!(c.put_if_absent("a", b"3", secs(10), 1), Insert::Present);
+        assert_eq!(c.generation(), g2, "a refused put_if_absent");
+        c.put("b", b"1", secs(10), 1);
+        let g3 = c.generation();
+        c.put("c", b"1", secs(10), 1);
+        assert!(c.generation() > g3 + 1, "an entry added and one evicted");
+        let g4 = c.generation();
+        assert!(c.remove("c", 2));
+        assert_ne!(c.generation(), g4, "a removal");
+        let g5 = c.generation();
+        assert_eq!(c.get("b", 20_000), None);
+        assert_ne!(c.generation(), g5, "an expired entry reclaimed");
+        let g6 = c.generation();
+        assert_eq!(c.put("z", b"1", Duration::ZERO, 20_000), Insert::Refused);
+        assert_eq!(c.generation(), g6, "a refused put of a new key");
+        assert_eq!(
+            c.expires_at("a", 20_000),
+            None,
+            "expired entries have no expiry"
+        );
+        c.put("a", b"1", secs(5), 20_000);
+        assert_eq!(c.expires_at("a", 20_000), Some(25_000));
     }
 
     #[test]

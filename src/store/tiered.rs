@@ -455,6 +455,34 @@ impl TieredStore {
         }
     }
 
+    /// A number that changes whenever this instance's L1 changes content (see
+    /// [`L1::generation`]).
+    pub fn l1_generation(&self) -> u64 {
+        self.l1.generation()
+    }
+
+    /// Until when (ms) a [`TieredStore::get_many`] of `keys` would give the answer it just gave,
+    /// as long as [`TieredStore::l1_generation`] stays the same: memory mode reads only the L1,
+    /// so for as long as it is unchanged; hybrid mode until the first of the keys' L1 entries
+    /// expires (then the L2 is due again), or now when one has none; redis mode asks the L2 every
+    /// time, so now.
+    pub fn unchanged_until(&self, ns: Namespace, keys: &[&str]) -> u64 {
+        let now = self.clock.now_ms();
+        match self.cfg.mode {
+            Mode::Memory => u64::MAX,
+            Mode::Redis => now,
+            Mode::Hybrid => keys
+                .iter()
+                .map(|k| {
+                    self.l1
+                        .expires_at(&self.full_key(ns, k), now)
+                        .unwrap_or(now)
+                })
+                .min()
+                .unwrap_or(now),
+        }
+    }
+
     /// Counts and caches (hybrid) what the L2 answered for `full`.
     fn after_l2_read(&mut self, full: &str, found: Option<Opened>, now: u64) -> Option<Vec<u8>> {
         match found {
