@@ -254,7 +254,13 @@ pub struct Req<'a> {
     pub path: NormalPath,
     /// The query string, if any.
     pub query: Option<String>,
-    /// Request cookies (parsed on first use: the bearer and excluded paths never read them).
+    /// The `Cookie` header values (read on first use: the bearer and excluded paths never read
+    /// them).
+    cookie_headers: OnceCell<Vec<String>>,
+    /// Where the cookies lie in those headers (found on first use).
+    cookie_spans: OnceCell<cookie::Spans>,
+    /// The request's cookies as owned pairs (made on first use: a valid session needs only
+    /// [`Req::cookie_pairs`]).
     cookies: OnceCell<Vec<(String, String)>>,
     /// The TCP peer's address (read from the host on first use).
     source_ip: OnceCell<Option<IpAddr>>,
@@ -274,7 +280,20 @@ impl Req<'_> {
     /// The request's cookies, in order.
     pub fn cookies(&self) -> &[(String, String)] {
         self.cookies
-            .get_or_init(|| cookie::parse(&self.ex.header_values("Cookie")))
+            .get_or_init(|| cookie::parse(self.cookie_headers()))
+    }
+
+    /// The request's cookies, in order, borrowed from its `Cookie` headers.
+    pub fn cookie_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let headers = self.cookie_headers();
+        self.cookie_spans
+            .get_or_init(|| cookie::Spans::of(headers))
+            .pairs(headers)
+    }
+
+    fn cookie_headers(&self) -> &[String] {
+        self.cookie_headers
+            .get_or_init(|| self.ex.header_values("Cookie"))
     }
 
     /// The TCP peer's address (before any proxy headers).
@@ -541,6 +560,8 @@ impl Guard {
             method: OnceCell::new(),
             path,
             query,
+            cookie_headers: OnceCell::new(),
+            cookie_spans: OnceCell::new(),
             cookies: OnceCell::new(),
             source_ip: OnceCell::new(),
             target,

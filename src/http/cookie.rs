@@ -1,28 +1,85 @@
 //! Request `Cookie` parsing, rewriting and `Set-Cookie` building (RFC 6265).
 
-/// The cookies of a request, from every `Cookie` header, in order.
-pub fn parse(headers: &[String]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for h in headers {
-        for part in h.split(';') {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            if let Some((k, v)) = part.split_once('=') {
-                let v = v.trim();
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(v);
-                out.push((k.trim().to_string(), v.to_string()));
-            }
-            if out.len() >= 512 {
-                return out;
+/// Most cookies read from a request.
+const MAX_COOKIES: usize = 512;
+
+/// The cookies of a request, from every `Cookie` header, in order, borrowed from the headers
+/// (at most 512; a value's surrounding double quotes removed).
+pub fn pairs(headers: &[String]) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(pair)
+        .take(MAX_COOKIES)
+}
+
+/// Where one cookie of [`pairs`] lies in the headers: which header, and the byte ranges of its
+/// name and value there. A request's cookies are found once and then read by position
+/// ([`Spans::pairs`]), however many times the request looks at them.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    header: u32,
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// The cookies of a request by position in its `Cookie` headers (see [`Span`]).
+#[derive(Debug, Default)]
+pub struct Spans(Vec<Span>);
+
+impl Spans {
+    /// Finds the cookies of `headers` (as [`pairs`]).
+    pub fn of(headers: &[String]) -> Spans {
+        let mut out = Vec::new();
+        for (i, h) in headers.iter().enumerate() {
+            let base = h.as_ptr() as usize;
+            let at = |s: &str| {
+                let start = (s.as_ptr() as usize).saturating_sub(base);
+                (
+                    u32::try_from(start).unwrap_or(u32::MAX),
+                    u32::try_from(start + s.len()).unwrap_or(u32::MAX),
+                )
+            };
+            for (k, v) in h.split(';').filter_map(pair) {
+                if out.len() >= MAX_COOKIES {
+                    return Spans(out);
+                }
+                out.push(Span {
+                    header: u32::try_from(i).unwrap_or(u32::MAX),
+                    name: at(k),
+                    value: at(v),
+                });
             }
         }
+        Spans(out)
     }
-    out
+
+    /// The cookies, in order, from the `headers` they were found in.
+    pub fn pairs<'a>(&'a self, headers: &'a [String]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let slice = |h: &'a str, (a, b): (u32, u32)| h.get(a as usize..b as usize);
+        self.0.iter().filter_map(move |s| {
+            let h = headers.get(s.header as usize)?;
+            Some((slice(h, s.name)?, slice(h, s.value)?))
+        })
+    }
+}
+
+/// One `name=value` of a `Cookie` header; `None` for a part without `=`.
+fn pair(part: &str) -> Option<(&str, &str)> {
+    let (k, v) = part.trim().split_once('=')?;
+    let v = v.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    Some((k.trim(), v))
+}
+
+/// The cookies of a request, from every `Cookie` header, in order (see [`pairs`]).
+pub fn parse(headers: &[String]) -> Vec<(String, String)> {
+    pairs(headers)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The first value of cookie `name`.
@@ -33,19 +90,27 @@ pub fn value<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str>
         .map(|(_, v)| v.as_str())
 }
 
-/// A `Cookie` header value without the cookies for which `drop` is true; `None` when nothing is
-/// left.
-pub fn rebuild(cookies: &[(String, String)], drop: impl Fn(&str) -> bool) -> Option<String> {
-    let kept: Vec<String> = cookies
-        .iter()
-        .filter(|(k, _)| !drop(k))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("; "))
+/// A `Cookie` header value of `cookies` without those for which `drop` is true; `None` when
+/// nothing is left.
+pub fn rebuild<'a>(
+    cookies: impl IntoIterator<Item = (&'a str, &'a str)>,
+    drop: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut out = String::new();
+    let mut any = false;
+    for (k, v) in cookies {
+        if drop(k) {
+            continue;
+        }
+        if any {
+            out.push_str("; ");
+        }
+        any = true;
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
     }
+    any.then_some(out)
 }
 
 /// `SameSite` attribute values.
@@ -118,8 +183,34 @@ mod tests {
             ]
         );
         assert_eq!(value(&c, "b"), Some("2"));
-        assert_eq!(rebuild(&c, |k| k == "b").as_deref(), Some("a=1; c=3"));
-        assert_eq!(rebuild(&c, |_| true), None);
+        let h = ["a=1; b=\"2\"".to_string(), "c=3;;d".to_string()];
+        assert_eq!(
+            rebuild(pairs(&h), |k| k == "b").as_deref(),
+            Some("a=1; c=3")
+        );
+        assert_eq!(rebuild(pairs(&h), |_| true), None);
+        assert_eq!(
+            rebuild(pairs(&["=".to_string()]), |_| false).as_deref(),
+            Some("=")
+        );
+        let many = vec!["x=1; ".repeat(600)];
+        assert_eq!(pairs(&many).count(), 512, "at most 512 cookies are read");
+        assert_eq!(Spans::of(&many).pairs(&many).count(), 512);
+        for hs in [
+            h.to_vec(),
+            many,
+            vec![
+                " a = \"\" ;b=é=1; ;c".to_string(),
+                String::new(),
+                "d=4".to_string(),
+            ],
+        ] {
+            assert_eq!(
+                Spans::of(&hs).pairs(&hs).collect::<Vec<_>>(),
+                pairs(&hs).collect::<Vec<_>>(),
+                "{hs:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,16 @@ pub const MAX_CHUNKS: usize = 8;
 /// browser differences).
 pub const MAX_SET_COOKIE: usize = 4000;
 
+// The count is one digit (see [`may_be_chunked`]).
+const _: () = assert!(MAX_CHUNKS < 10);
+
+/// Whether `first` may be the first cookie of a chunked value, `<n>.<part>` with one digit `n`,
+/// without reading past its second byte. A value for which this is false is taken whole: it holds
+/// no `.` (base64url has none), or one elsewhere, and then it does not open.
+pub fn may_be_chunked(first: &str) -> bool {
+    matches!(first.as_bytes(), [b'0'..=b'9', b'.', ..])
+}
+
 /// The name of chunk `i` (0 is the base name).
 pub fn chunk_name(name: &str, i: usize) -> String {
     if i == 0 {
@@ -192,6 +202,20 @@ mod tests {
         let cleared = clear("sess", &attrs(), &j);
         assert_eq!(cleared.len(), 3);
         assert!(cleared.iter().all(|l| l.contains("Max-Age=0")));
+    }
+
+    #[test]
+    fn every_chunked_value_is_seen_as_possibly_chunked() {
+        for len in [10, 3_000, 5_000, 12_000, 25_000] {
+            let value = "v".repeat(len);
+            let lines = write("s", &value, &attrs(), 60, &[]).unwrap();
+            let first = lines[0]
+                .strip_prefix("s=")
+                .and_then(|l| l.split(';').next())
+                .unwrap();
+            assert_eq!(may_be_chunked(first), lines.len() > 1, "{len}: {first:.8}");
+        }
+        assert!(!may_be_chunked("99.x") && !may_be_chunked("") && !may_be_chunked("2"));
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub(crate) mod seal;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -70,7 +71,7 @@ use std::time::Duration;
 pub use data::Session;
 
 use crate::auth::oidc::{flow, token};
-use crate::auth::revocation;
+use crate::auth::revocation::{self, Clearance};
 use crate::config::{Browser, Config, CookieSecure, NamePrefix, SessionStorage};
 use crate::http::cookie::{self, CookieAttrs};
 use crate::http::LogLevel;
@@ -100,7 +101,7 @@ const CACHE_ENTRIES: usize = 16;
 /// Lookups compare the presented text with each cached text of the same length in constant time
 /// (a hit needs the whole sealed value, which only its owner has). Nothing is skipped on a hit
 /// but the decryption: expiry, revocation and refresh are checked on every request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionState {
     sealers: Option<Sealers>,
     /// Opened session cookies by the [`textkey`] fingerprint of their text (randomly seeded per
@@ -110,6 +111,10 @@ pub struct SessionState {
     cache: HashMap<u64, Cached, textkey::MixedKeys>,
     seed: u64,
     uses: u64,
+    /// The ID token cookie's name and the login-flow cookies' prefix (see [`hint_cookie_name`],
+    /// [`flow::flow_cookie_prefix`]), made once: every forwarded session request looks for them.
+    hint_cookie: String,
+    flow_prefix: String,
 }
 
 /// One opened session cookie.
@@ -119,7 +124,19 @@ struct Cached {
     /// What it proves, with its memoized admission (policy verdict, header values).
     principal: Rc<Principal>,
     stale_key: bool,
+    /// The session's last "not revoked" verdict (see [`revocation::Clearance`]).
+    clearance: Option<Clearance>,
     last_use: u64,
+}
+
+/// A session found in [`SessionState`]'s cache.
+struct Hit {
+    session: Rc<Session>,
+    principal: Rc<Principal>,
+    stale_key: bool,
+    clearance: Option<Clearance>,
+    /// Its key in the cache.
+    key: u64,
 }
 
 impl fmt::Debug for Cached {
@@ -139,12 +156,20 @@ pub(crate) struct Sealers {
 
 impl SessionState {
     /// Builds the state.
-    pub fn new(_cfg: &Config) -> Self {
+    pub fn new(cfg: &Config) -> Self {
+        let (hint_cookie, flow_prefix) = cfg.browser.as_ref().map_or_else(Default::default, |b| {
+            (
+                hint_cookie_name(b),
+                flow::flow_cookie_prefix(&b.session.cookie_prefix),
+            )
+        });
         SessionState {
             sealers: None,
             cache: HashMap::with_hasher(textkey::MixedKeys::new()),
             seed: textkey::seed(),
             uses: 0,
+            hint_cookie,
+            flow_prefix,
         }
     }
 
@@ -156,17 +181,37 @@ impl SessionState {
         })
     }
 
-    fn cached(&mut self, text: &str) -> Option<(Rc<Session>, Rc<Principal>, bool)> {
+    fn cached(&mut self, text: &str) -> Option<Hit> {
         self.uses += 1;
+        let key = textkey::fingerprint(self.seed, text.as_bytes());
         let hit = self
             .cache
-            .get_mut(&textkey::fingerprint(self.seed, text.as_bytes()))
+            .get_mut(&key)
             .filter(|c| textkey::same(c.text.as_bytes(), text.as_bytes()))?;
         hit.last_use = self.uses;
-        Some((hit.session.clone(), hit.principal.clone(), hit.stale_key))
+        Some(Hit {
+            session: hit.session.clone(),
+            principal: hit.principal.clone(),
+            stale_key: hit.stale_key,
+            clearance: hit.clearance,
+            key,
+        })
     }
 
-    fn remember(&mut self, text: String, session: Rc<Session>, stale_key: bool) -> Rc<Principal> {
+    /// Keeps the "not revoked" verdict of the cached session under `key`.
+    fn clear(&mut self, key: u64, clearance: Clearance) {
+        if let Some(c) = self.cache.get_mut(&key) {
+            c.clearance = Some(clearance);
+        }
+    }
+
+    /// Remembers an opened session cookie; returns its principal and its key in the cache.
+    fn remember(
+        &mut self,
+        text: String,
+        session: Rc<Session>,
+        stale_key: bool,
+    ) -> (Rc<Principal>, u64) {
         if self.cache.len() >= CACHE_ENTRIES {
             // Least recently used out (16 entries: a scan is cheaper than bookkeeping).
             if let Some(oldest) = self
@@ -180,17 +225,19 @@ impl SessionState {
         }
         self.uses += 1;
         let principal = Rc::new(Principal::new(session.claims.clone()));
+        let key = textkey::fingerprint(self.seed, text.as_bytes());
         self.cache.insert(
-            textkey::fingerprint(self.seed, text.as_bytes()),
+            key,
             Cached {
                 text: text.into_boxed_str(),
                 session,
                 principal: principal.clone(),
                 stale_key,
+                clearance: None,
                 last_use: self.uses,
             },
         );
-        principal
+        (principal, key)
     }
 }
 
@@ -247,6 +294,10 @@ struct Loaded {
     stale_key: bool,
     /// Server-side: the ticket secret (to write the ticket again after a refresh).
     ticket_secret: Option<String>,
+    /// Its key in [`SessionState`]'s cache, when it is cached there.
+    cache_key: Option<u64>,
+    /// Its last "not revoked" verdict, if it has one.
+    clearance: Option<Clearance>,
 }
 
 /// Authenticates a request by its session cookie.
@@ -267,6 +318,8 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
         principal: cached_principal,
         stale_key,
         ticket_secret,
+        cache_key,
+        clearance,
     } = loaded;
     let loaded_session = Rc::clone(&session);
     let now_ms = g.clock.now_ms();
@@ -280,26 +333,34 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
             Refusal::Ended("the session reached sessionMaxAge"),
         );
     }
-    match revocation::is_revoked(&mut g.store, session.revocation_ref()) {
-        Ok(false) => {}
-        Ok(true) => {
-            return refuse(
-                g,
-                req,
-                &cfg,
-                b,
-                Refusal::Ended("the session was logged out"),
-            )
-        }
-        Err(e) => {
-            // `fallback: deny` and the L2 cannot answer: no session can be checked.
-            g.log.push((
-                LogLevel::Warn,
-                format!("oidc-guard: session revocation check failed: {e}"),
-            ));
-            return Outcome::Reply(Response::unavailable(
-                "The session store is unavailable; try again shortly.",
-            ));
+    // A cached session's last "not revoked" verdict stands while a check would read the same L1
+    // entries (see `revocation::Clearance`): a valid session then builds no marker keys.
+    if !clearance.is_some_and(|c| c.holds(&g.store, now_ms)) {
+        match revocation::check(&mut g.store, session.revocation_ref()) {
+            Ok(Some(c)) => {
+                if let Some(key) = cache_key {
+                    g.sessions.clear(key, c);
+                }
+            }
+            Ok(None) => {
+                return refuse(
+                    g,
+                    req,
+                    &cfg,
+                    b,
+                    Refusal::Ended("the session was logged out"),
+                )
+            }
+            Err(e) => {
+                // `fallback: deny` and the L2 cannot answer: no session can be checked.
+                g.log.push((
+                    LogLevel::Warn,
+                    format!("oidc-guard: session revocation check failed: {e}"),
+                ));
+                return Outcome::Reply(Response::unavailable(
+                    "The session store is unavailable; try again shortly.",
+                ));
+            }
         }
     }
     let mut rewrite = stale_key;
@@ -375,15 +436,27 @@ pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) 
         return;
     }
     let name = b.session.cookie_name.as_str();
-    let flow_prefix = flow::flow_cookie_prefix(&b.session.cookie_prefix);
-    let hint = hint_cookie_name(b);
+    let (hint, flow_prefix) = (&g.sessions.hint_cookie, &g.sessions.flow_prefix);
     let ours = |k: &str| {
-        chunks::is_chunk_of(k, name) || chunks::is_chunk_of(k, &hint) || k.starts_with(&flow_prefix)
+        chunks::is_chunk_of(k, name) || chunks::is_chunk_of(k, hint) || k.starts_with(flow_prefix)
     };
-    if !req.cookies().iter().any(|(k, _)| ours(k)) {
+    let (mut mine, mut others) = (false, false);
+    for (k, _) in req.cookie_pairs() {
+        if ours(k) {
+            mine = true;
+        } else {
+            others = true;
+        }
+    }
+    if !mine {
         return;
     }
-    match cookie::rebuild(req.cookies(), ours) {
+    // Only ours (a browser that visits this site alone): the header goes, nothing to rebuild.
+    if !others {
+        req.ex.remove_header("Cookie");
+        return;
+    }
+    match cookie::rebuild(req.cookie_pairs(), ours) {
         Some(v) => req.ex.set_header("Cookie", &v),
         None => req.ex.remove_header("Cookie"),
     }
@@ -431,10 +504,9 @@ const MAX_SAME_NAME: usize = 4;
 fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Refusal> {
     let name = b.session.cookie_name.as_str();
     let values: Vec<&str> = req
-        .cookies()
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .cookie_pairs()
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v)
         .take(MAX_SAME_NAME)
         .collect();
     let mut first_refusal = None;
@@ -456,15 +528,22 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
     let name = b.session.cookie_name.as_str();
     match b.session.storage {
         SessionStorage::Cookie => {
-            let text = chunks::assemble(req.cookies(), name, value).ok_or_else(|| {
-                Refusal::Invalid("a chunk of the session cookie is missing or malformed".into())
-            })?;
-            if let Some((session, principal, stale_key)) = g.sessions.cached(&text) {
+            // A value in one cookie (the usual case) is looked up as it is, without a copy.
+            let text: Cow<'_, str> = if !chunks::may_be_chunked(value) {
+                Cow::Borrowed(value)
+            } else {
+                Cow::Owned(chunks::assemble(req.cookies(), name, value).ok_or_else(|| {
+                    Refusal::Invalid("a chunk of the session cookie is missing or malformed".into())
+                })?)
+            };
+            if let Some(hit) = g.sessions.cached(&text) {
                 return Ok(Loaded {
-                    session,
-                    principal: Some(principal),
-                    stale_key,
+                    session: hit.session,
+                    principal: Some(hit.principal),
+                    stale_key: hit.stale_key,
                     ticket_secret: None,
+                    cache_key: Some(hit.key),
+                    clearance: hit.clearance,
                 });
             }
             let identity = g.cfg.identity().to_string();
@@ -475,12 +554,16 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
             let session = Session::decode(&opened.plaintext)
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
             let session = Rc::new(session);
-            let principal = g.sessions.remember(text, session.clone(), opened.stale_key);
+            let (principal, key) =
+                g.sessions
+                    .remember(text.into_owned(), session.clone(), opened.stale_key);
             Ok(Loaded {
                 session,
                 principal: Some(principal),
                 stale_key: opened.stale_key,
                 ticket_secret: None,
+                cache_key: Some(key),
+                clearance: None,
             })
         }
         SessionStorage::Server => {
@@ -507,6 +590,8 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
                 principal: None,
                 stale_key: false,
                 ticket_secret: Some(secret.to_string()),
+                cache_key: None,
+                clearance: None,
             })
         }
     }
