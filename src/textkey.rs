@@ -13,9 +13,25 @@
 
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
-fn word(c: &[u8]) -> u64 {
+/// The whole 8-byte words of a text, and the bytes after them.
+///
+/// A whole word is read as an array (one `i64.load` in the wasm build); copying each slice into
+/// a `[u8; 8]` was a call to `copy_from_slice` per word.
+fn words(text: &[u8]) -> (impl Iterator<Item = u64> + '_, &[u8]) {
+    let chunks = text.chunks_exact(8);
+    let tail = chunks.remainder();
+    (
+        chunks.map(|c| c.try_into().map_or(0, u64::from_le_bytes)),
+        tail,
+    )
+}
+
+/// The last, partial word of a text (fewer than 8 bytes), zero-padded.
+fn tail_word(tail: &[u8]) -> u64 {
     let mut w = [0u8; 8];
-    w[..c.len().min(8)].copy_from_slice(&c[..c.len().min(8)]);
+    for (d, s) in w.iter_mut().zip(tail) {
+        *d = *s;
+    }
     u64::from_le_bytes(w)
 }
 
@@ -28,12 +44,11 @@ pub fn seed() -> u64 {
 /// A 64-bit fingerprint of `text` under `seed`.
 pub fn fingerprint(seed: u64, text: &[u8]) -> u64 {
     let mut h = seed ^ (text.len() as u64).wrapping_mul(K);
-    let chunks = text.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        h = (h ^ word(c)).wrapping_mul(K).rotate_left(29);
+    let (whole, tail) = words(text);
+    for w in whole {
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
     }
-    h = (h ^ word(tail)).wrapping_mul(K);
+    h = (h ^ tail_word(tail)).wrapping_mul(K);
     // Final avalanche (MurmurHash3 fmix64).
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -42,13 +57,15 @@ pub fn fingerprint(seed: u64, text: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Whether two texts are equal, compared a word at a time.
+/// Whether two texts are equal, compared a word at a time; texts of the same length take the
+/// same time whatever their contents.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.chunks_exact(8)
-            .zip(b.chunks_exact(8))
-            .all(|(x, y)| word(x) == word(y))
-        && a.chunks_exact(8).remainder() == b.chunks_exact(8).remainder()
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((wa, ta), (wb, tb)) = (words(a), words(b));
+    let diff = wa.zip(wb).fold(0, |d, (x, y)| d | (x ^ y));
+    (diff | (tail_word(ta) ^ tail_word(tb))) == 0
 }
 
 /// The `BuildHasher` of maps keyed by values that are already mixed (fingerprints, SHA-256
@@ -84,8 +101,12 @@ pub struct MixedHasher(u64);
 
 impl std::hash::Hasher for MixedHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            self.write_u64(word(c));
+        let (whole, tail) = words(bytes);
+        for w in whole {
+            self.write_u64(w);
+        }
+        if !tail.is_empty() {
+            self.write_u64(tail_word(tail));
         }
     }
 
