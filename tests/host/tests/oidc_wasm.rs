@@ -616,3 +616,51 @@ fn algorithms_expiry_and_minted_id_tokens() {
     }
     assert_eq!(sidp.token_requests.lock().unwrap().len(), 7);
 }
+
+/// Sends `OIDC_GUARD_PROFILE_N` (default 200 000) valid-session requests to one middleware, for
+/// a profiler: `OIDC_GUARD_PERFMAP=1 perf record -p PID` names the guest's functions when the
+/// `.wasm` keeps its name section (see BENCHMARKS.md, "Profiling the guest").
+#[test]
+#[ignore = "profiling aid; run explicitly"]
+fn profile_valid_session_requests() {
+    let (listener, port) = Front::bind();
+    let app = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(
+        IdpOptions::default()
+            .client(Client::new(
+                "app",
+                "app secret",
+                &format!("{app}/oauth2/callback"),
+            ))
+            .access_token_ttl(3600)
+            .id_token_ttl(3600),
+    )
+    .unwrap();
+    let cfg = guard(
+        idp.issuer(),
+        "app",
+        "app secret",
+        json!({"claimHeaders": {"X-Email": "email", "X-Groups": "groups"}}),
+    );
+    let mw = build(guests::Artifact::Traefik, &cfg, None);
+    let front = Front::serve(listener, mw.clone());
+    let mut b = Browser::new();
+    let page = b.send(Nav::get(&front.url("/app/page"))).unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    let cookie = session_cookie(&b);
+    let n: u64 = std::env::var("OIDC_GUARD_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let t0 = Instant::now();
+    let mut ops = None;
+    for _ in 0..n {
+        let ex = mw.send(nav(&cookie));
+        assert_eq!(ex.status, 200);
+        ops = ex.timing.wasm_ops;
+    }
+    eprintln!(
+        "{n} valid-session requests in {:.2} s; wasm operators of the last: {ops:?}",
+        t0.elapsed().as_secs_f64()
+    );
+}

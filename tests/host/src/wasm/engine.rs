@@ -20,6 +20,10 @@ pub fn engine() -> &'static Engine {
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
         c.consume_fuel(counts_wasm_ops());
+        if std::env::var_os("OIDC_GUARD_PERFMAP").is_some_and(|v| v == "1") {
+            // `perf record` then names the guest's functions (/tmp/perf-PID.map).
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         Engine::new(&c).unwrap_or_default()
     })
 }
