@@ -24,7 +24,10 @@
 //! # Per request (the hot path)
 //!
 //! One base64 decode, one AES-GCM open, one JSON parse, the expiry checks and the revocation check
-//! ([`crate::auth::revocation::is_revoked`]). In memory mode nothing leaves the guest; in hybrid
+//! ([`crate::auth::revocation::check`]). A cookie this instance opened before is found in its
+//! cache by its exact text (no decode, open or parse), and its last "not revoked" verdict is
+//! reused while a new check would read the same L1 entries ([`revocation::Clearance`]); the
+//! expiry checks run on every request. In memory mode nothing leaves the guest; in hybrid
 //! mode the revocation markers are read through the L1, which keeps hits and misses for at most
 //! `revocationCheckInterval`, so each instance asks the L2 at most once per interval per key and
 //! a logout on another replica is seen within that interval. When the store cannot answer, its
@@ -98,9 +101,10 @@ const CACHE_ENTRIES: usize = 16;
 ///
 /// The cache maps the exact cookie text to the session it opened to, so the requests of one
 /// browser on one instance pay the base64 decode, the AES-GCM open and the JSON parse once.
-/// Lookups compare the presented text with each cached text of the same length in constant time
-/// (a hit needs the whole sealed value, which only its owner has). Nothing is skipped on a hit
-/// but the decryption: expiry, revocation and refresh are checked on every request.
+/// A lookup compares the presented text with the cached text under the same fingerprint, in a
+/// time that depends only on the length (a hit needs the whole sealed value, which only its owner
+/// has). Nothing is skipped on a hit but the decryption and, while its [`Clearance`] holds, the
+/// revocation lookups: expiry and refresh are checked on every request.
 #[derive(Debug)]
 pub struct SessionState {
     sealers: Option<Sealers>,
