@@ -133,16 +133,6 @@ struct Cached {
     last_use: u64,
 }
 
-/// A session found in [`SessionState`]'s cache.
-struct Hit {
-    session: Rc<Session>,
-    principal: Rc<Principal>,
-    stale_key: bool,
-    clearance: Option<Clearance>,
-    /// Its key in the cache.
-    key: u64,
-}
-
 impl fmt::Debug for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Cached(<redacted>)")
@@ -185,7 +175,8 @@ impl SessionState {
         })
     }
 
-    fn cached(&mut self, text: &str) -> Option<Hit> {
+    /// The cached session of exactly this cookie text.
+    fn cached(&mut self, text: &str) -> Option<Loaded> {
         self.uses += 1;
         let key = textkey::fingerprint(self.seed, text.as_bytes());
         let hit = self
@@ -193,12 +184,13 @@ impl SessionState {
             .get_mut(&key)
             .filter(|c| textkey::same(c.text.as_bytes(), text.as_bytes()))?;
         hit.last_use = self.uses;
-        Some(Hit {
+        Some(Loaded {
             session: hit.session.clone(),
-            principal: hit.principal.clone(),
+            principal: Some(hit.principal.clone()),
             stale_key: hit.stale_key,
+            ticket_secret: None,
+            cache_key: Some(key),
             clearance: hit.clearance,
-            key,
         })
     }
 
@@ -540,15 +532,8 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
                     Refusal::Invalid("a chunk of the session cookie is missing or malformed".into())
                 })?)
             };
-            if let Some(hit) = g.sessions.cached(&text) {
-                return Ok(Loaded {
-                    session: hit.session,
-                    principal: Some(hit.principal),
-                    stale_key: hit.stale_key,
-                    ticket_secret: None,
-                    cache_key: Some(hit.key),
-                    clearance: hit.clearance,
-                });
+            if let Some(loaded) = g.sessions.cached(&text) {
+                return Ok(loaded);
             }
             let identity = g.cfg.identity().to_string();
             let sealer = &g.sessions.sealers(&g.keys).session;
