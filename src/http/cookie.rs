@@ -8,9 +8,13 @@ const MAX_COOKIES: usize = 512;
 pub fn pairs(headers: &[String]) -> impl Iterator<Item = (&str, &str)> {
     headers
         .iter()
-        .flat_map(|h| h.split(';'))
-        .filter_map(pair)
+        .flat_map(|h| header_pairs(h))
         .take(MAX_COOKIES)
+}
+
+/// The cookies of one `Cookie` header.
+fn header_pairs(h: &str) -> impl Iterator<Item = (&str, &str)> {
+    h.split(';').filter_map(pair)
 }
 
 /// Where one cookie of [`pairs`] lies in the headers: which header, and the byte ranges of its
@@ -30,28 +34,22 @@ pub struct Spans(Vec<Span>);
 impl Spans {
     /// Finds the cookies of `headers` (as [`pairs`]).
     pub fn of(headers: &[String]) -> Spans {
-        let mut out = Vec::new();
-        for (i, h) in headers.iter().enumerate() {
+        let spans = headers.iter().enumerate().flat_map(|(i, h)| {
             let base = h.as_ptr() as usize;
-            let at = |s: &str| {
+            let at = move |s: &str| {
                 let start = (s.as_ptr() as usize).saturating_sub(base);
                 (
                     u32::try_from(start).unwrap_or(u32::MAX),
                     u32::try_from(start + s.len()).unwrap_or(u32::MAX),
                 )
             };
-            for (k, v) in h.split(';').filter_map(pair) {
-                if out.len() >= MAX_COOKIES {
-                    return Spans(out);
-                }
-                out.push(Span {
-                    header: u32::try_from(i).unwrap_or(u32::MAX),
-                    name: at(k),
-                    value: at(v),
-                });
-            }
-        }
-        Spans(out)
+            header_pairs(h).map(move |(k, v)| Span {
+                header: u32::try_from(i).unwrap_or(u32::MAX),
+                name: at(k),
+                value: at(v),
+            })
+        });
+        Spans(spans.take(MAX_COOKIES).collect())
     }
 
     /// The cookies, in order, from the `headers` they were found in.
@@ -97,20 +95,16 @@ pub fn rebuild<'a>(
     drop: impl Fn(&str) -> bool,
 ) -> Option<String> {
     let mut out = String::new();
-    let mut any = false;
-    for (k, v) in cookies {
-        if drop(k) {
-            continue;
-        }
-        if any {
+    for (k, v) in cookies.into_iter().filter(|(k, _)| !drop(k)) {
+        // Every kept cookie writes at least its `=`: a non-empty `out` holds one already.
+        if !out.is_empty() {
             out.push_str("; ");
         }
-        any = true;
         out.push_str(k);
         out.push('=');
         out.push_str(v);
     }
-    any.then_some(out)
+    (!out.is_empty()).then_some(out)
 }
 
 /// `SameSite` attribute values.
