@@ -97,15 +97,6 @@ pub struct SessionRef<'a> {
     pub login_ms: u64,
 }
 
-/// Whether the session has been revoked.
-///
-/// # Errors
-/// [`StoreError`] when the store cannot answer (the caller decides: the fallback policy has
-/// already been applied by the store).
-pub fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, StoreError> {
-    Ok(check(store, s)?.is_none())
-}
-
 /// A "not revoked" verdict and what it rests on, so the requests that follow can reuse it without
 /// building the marker keys and looking each up again: the L1 as it was when the verdict was
 /// reached (its generation), up to the time a fresh check would have to ask again (hybrid: the
@@ -128,7 +119,8 @@ impl Clearance {
 /// Checks the session's markers: `None` when it has been revoked, else its [`Clearance`].
 ///
 /// # Errors
-/// As [`is_revoked`].
+/// [`StoreError`] when the store cannot answer (the caller decides: the fallback policy has
+/// already been applied by the store).
 pub fn check(store: &mut TieredStore, s: SessionRef<'_>) -> Result<Option<Clearance>, StoreError> {
     // All markers in one read: one round trip in redis mode (a pipeline of GETs), none on an
     // L1 hit in hybrid mode.
@@ -161,6 +153,12 @@ pub fn check(store: &mut TieredStore, s: SessionRef<'_>) -> Result<Option<Cleara
         generation: store.l1_generation(),
         until_ms: store.unchanged_until(Namespace::REVOCATION, &keys),
     }))
+}
+
+/// Whether the session has been revoked (the tests' view of [`check`]).
+#[cfg(test)]
+pub(crate) fn is_revoked(store: &mut TieredStore, s: SessionRef<'_>) -> Result<bool, StoreError> {
+    Ok(check(store, s)?.is_none())
 }
 
 #[cfg(test)]

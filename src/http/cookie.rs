@@ -27,7 +27,8 @@ struct Span {
     value: (u32, u32),
 }
 
-/// The cookies of a request by position in its `Cookie` headers (see [`Span`]).
+/// The cookies of a request by position in its `Cookie` headers: for each, the header and the
+/// byte ranges of its name and value there.
 #[derive(Debug, Default)]
 pub struct Spans(Vec<Span>);
 
