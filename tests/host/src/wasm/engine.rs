@@ -35,6 +35,16 @@ pub fn counts_wasm_ops() -> bool {
     std::env::var_os("OIDC_GUARD_WASM_OPS").is_some_and(|v| v == "1")
 }
 
+/// Whether each `handle_request` also prints the wasm operators the guest ran between its
+/// `http_handler` calls (`OIDC_GUARD_WASM_OPS_TRACE=1`, with [`counts_wasm_ops`] on): where a
+/// request's operators go, phase by phase. WASI calls (the clock) are not marked.
+pub fn traces_wasm_ops() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        counts_wasm_ops() && std::env::var_os("OIDC_GUARD_WASM_OPS_TRACE").is_some_and(|v| v == "1")
+    })
+}
+
 /// Which WasmEdge socket ABI a guest's imports select in Traefik (wasi-go's
 /// `DetectSocketsExtension`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,6 +59,20 @@ fn must_header_mutable(r: &RequestState, op: &str, kind: i32) -> Res<()> {
     }
 }
 
+/// Notes the wasm operators run since the last host call, before `call`
+/// ([`super::engine::traces_wasm_ops`]).
+fn mark(caller: &mut Caller<'_, InstanceState>, call: &'static str) {
+    if !super::engine::traces_wasm_ops() {
+        return;
+    }
+    if let Ok(fuel) = caller.get_fuel() {
+        let st = caller.data_mut();
+        let ran = st.ops_mark.saturating_sub(fuel);
+        st.ops_mark = fuel;
+        st.ops_trace.push((call, ran));
+    }
+}
+
 /// A scalar getter: returns the full length; writes only when it fits and is non-empty
 /// (`writeIfUnderLimit`; wazero's `Memory.Write` result is ignored, so an out-of-range buffer
 /// silently receives nothing).
@@ -243,7 +257,8 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
     linker.func_wrap(
         MODULE,
         "get_method",
-        |caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+        |mut caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+            mark(&mut caller, "get_method");
             scalar(caller, buf, limit, |st| Ok(req(st)?.method.clone()))
         },
     )?;
@@ -267,7 +282,8 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
     linker.func_wrap(
         MODULE,
         "get_uri",
-        |caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+        |mut caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+            mark(&mut caller, "get_uri");
             scalar(caller, buf, limit, |st| Ok(req(st)?.target.uri()))
         },
     )?;
@@ -316,7 +332,8 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
     linker.func_wrap(
         MODULE,
         "get_source_addr",
-        |caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+        |mut caller: Caller<'_, InstanceState>, buf: i32, limit: i32| -> Res<i32> {
+            mark(&mut caller, "get_source_addr");
             scalar(caller, buf, limit, |st| Ok(req(st)?.remote_addr.clone()))
         },
     )?;
@@ -325,6 +342,7 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
         MODULE,
         "get_header_names",
         |mut caller: Caller<'_, InstanceState>, kind: i32, buf: i32, limit: i32| -> Res<i64> {
+            mark(&mut caller, "get_header_names");
             let mem = memory::of(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let r = req(st)?;
@@ -350,6 +368,7 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
          buf: i32,
          limit: i32|
          -> Res<i64> {
+            mark(&mut caller, "get_header_values");
             let mem = memory::of(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let n = read_name(data, name, name_len)?;
@@ -381,6 +400,7 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
                   value: i32,
                   value_len: i32|
                   -> Res<()> {
+                mark(&mut caller, fname);
                 let mem = memory::of(&mut caller)?;
                 let (data, st) = mem.data_and_store_mut(&mut caller);
                 if name_len == 0 {
@@ -410,6 +430,7 @@ pub(crate) fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
         MODULE,
         "remove_header",
         |mut caller: Caller<'_, InstanceState>, kind: i32, name: i32, name_len: i32| -> Res<()> {
+            mark(&mut caller, "remove_header");
             let mem = memory::of(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             if name_len == 0 {

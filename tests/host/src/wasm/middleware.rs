@@ -570,6 +570,8 @@ impl Inner {
             ),
             kv: None,
             pending_fetch: None,
+            ops_mark: 0,
+            ops_trace: Vec::new(),
         };
         let mut store = Store::new(engine::engine(), state);
         if engine::counts_wasm_ops() {
@@ -786,6 +788,10 @@ impl Middleware {
 
         // handle_request
         let fuel_before = g.store.get_fuel().ok();
+        if let Some(f) = fuel_before {
+            g.store.data_mut().ops_mark = f;
+            g.store.data_mut().ops_trace.clear();
+        }
         let t = Instant::now();
         let result: std::result::Result<i64, String> = match &g.dead {
             Some(d) => Err(d.clone()),
@@ -805,6 +811,19 @@ impl Middleware {
         timing.wasm_ops = fuel_before
             .zip(g.store.get_fuel().ok())
             .map(|(a, b)| a.saturating_sub(b));
+        if engine::traces_wasm_ops() {
+            if let Ok(f) = g.store.get_fuel() {
+                let st = g.store.data_mut();
+                let last = st.ops_mark.saturating_sub(f);
+                let mut line: Vec<String> = st
+                    .ops_trace
+                    .iter()
+                    .map(|(c, n)| format!("{n} {c}"))
+                    .collect();
+                line.push(format!("{last} return"));
+                eprintln!("wasm operators, then the host call: {}", line.join(" · "));
+            }
+        }
 
         let mut upstream_req = None;
         let mut trap = None;

@@ -241,4 +241,8 @@ pub struct InstanceState {
     pub(crate) kv: Option<redis::Connection>,
     /// The response of the last `http_fetch` that did not fit, served to an identical retry.
     pub(crate) pending_fetch: Option<(Vec<u8>, Vec<u8>)>,
+    /// [`super::engine::traces_wasm_ops`]: the fuel at the last mark, and the operators run
+    /// before each host call of the current `handle_request`.
+    pub(crate) ops_mark: u64,
+    pub(crate) ops_trace: Vec<(&'static str, u64)>,
 }
