@@ -181,7 +181,16 @@ fn read_list_reusing(buf: Vec<u8>, mut call: impl FnMut(*mut u8, i32) -> i64) ->
 
 /// Bytes to `String` without a copy when they are UTF-8 (the usual case); invalid sequences become
 /// U+FFFD.
+///
+/// Header values and targets are ASCII: that is checked eight bytes at a time, four words per
+/// step, before the general UTF-8 check, which then runs only on text that holds other bytes.
+/// (`String::from_utf8` alone cost ≈ 2.5 wasm operators per byte, ≈ 1 000 per 400-byte token or
+/// session cookie, ≈ 17 % of a cached bearer request's.)
 fn text(bytes: Vec<u8>) -> String {
+    if crate::textkey::is_ascii(&bytes) {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        return unsafe { String::from_utf8_unchecked(bytes) };
+    }
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 

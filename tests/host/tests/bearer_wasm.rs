@@ -534,3 +534,34 @@ fn a_cached_token_is_refused_on_the_same_instance_once_it_expired() {
     assert_eq!(late.instance, first.instance, "the instance that cached it");
     assert_refused(&late, "expired while cached");
 }
+
+/// Header values are read as ASCII without the UTF-8 check, which runs only when another byte
+/// is there: a token that differs from a cached one only by a non-ASCII character (in its middle,
+/// where the cache's fingerprint does not look) is refused, and the cached one still admitted.
+#[test]
+fn a_token_with_non_ascii_text_is_refused_next_to_its_cached_twin() {
+    let key = Key::es256("ec-256");
+    let mw = traefik_guard(config(&[&key], json!({})));
+    let token = key.access_token(&claims("alice", 300));
+    let first = call(&mw, &token);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let mid = token.len() / 2;
+    // Same length in bytes: 'é' is two bytes, in place of two ASCII ones.
+    let twin = format!("{}é{}", &token[..mid], &token[mid + 2..]);
+    assert_eq!(twin.len(), token.len());
+    let refused = call(&mw, &twin);
+    assert_eq!(
+        refused.instance, first.instance,
+        "the instance that cached the token"
+    );
+    assert_refused(&refused, "non-ASCII twin of a cached token");
+    let again = call(&mw, &token);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        again
+            .upstream
+            .as_ref()
+            .and_then(|u| u.header("x-forwarded-user")),
+        Some("alice")
+    );
+}
