@@ -66,6 +66,9 @@ pub struct Traefik {
     pub ping_port: u16,
     /// Its working directory (configs, plugin, log).
     pub dir: PathBuf,
+    /// With `OIDC_GUARD_TRAEFIK_PPROF` set: the port of the `traefik` entrypoint, which serves
+    /// Go's `/debug/pprof/` (`api.debug`).
+    pub pprof_port: Option<u16>,
 }
 
 impl TraefikConfig {
@@ -147,7 +150,7 @@ impl Traefik {
         if settings.as_object().map(|m| !m.is_empty()).unwrap_or(false) {
             plugin["settings"] = settings;
         }
-        let static_cfg = json!({
+        let mut static_cfg = json!({
             "entryPoints": {
                 "web": {"address": format!("127.0.0.1:{port}")},
                 "ping": {"address": format!("127.0.0.1:{ping_port}")},
@@ -158,6 +161,11 @@ impl Traefik {
             "log": {"level": cfg.log_level.clone().unwrap_or_else(|| "INFO".into()), "noColor": true},
             "global": {"checkNewVersion": false, "sendAnonymousUsage": false},
         });
+        let pprof_port = std::env::var_os("OIDC_GUARD_TRAEFIK_PPROF").map(|_| free_port());
+        if let Some(p) = pprof_port {
+            static_cfg["entryPoints"]["traefik"] = json!({"address": format!("127.0.0.1:{p}")});
+            static_cfg["api"] = json!({"insecure": true, "dashboard": false, "debug": true});
+        }
         write_json(&dir.join("traefik.yml"), &static_cfg);
         write_json(&dir.join("dynamic.yml"), &dynamic_config(&cfg));
 
@@ -185,6 +193,7 @@ impl Traefik {
             port,
             ping_port,
             dir,
+            pprof_port,
         };
         let ping = format!("http://127.0.0.1:{ping_port}/ping");
         let up = wait_for("traefik /ping", Duration::from_secs(30), || {

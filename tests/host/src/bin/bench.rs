@@ -16,6 +16,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
 use oidc_guard_testhost::backend::Backend;
@@ -537,6 +538,27 @@ fn main() {
                     if a.warmup > 0 && script.is_none() {
                         wrk::run(&url, a.threads, a.conns, a.warmup, &s.headers);
                     }
+                    let profile = g.traefik.pprof_port.map(|port| {
+                        let file = workspace_root().join(format!(
+                            "target/pprof/{}-{}{rep}.pb.gz",
+                            s.name,
+                            if is_pair { "nomw-" } else { "" }
+                        ));
+                        let secs = a.secs.saturating_sub(1).max(1);
+                        std::thread::spawn(move || {
+                            let url = format!(
+                                "http://127.0.0.1:{port}/debug/pprof/profile?seconds={secs}"
+                            );
+                            let out = Command::new("curl")
+                                .args(["-sS", "--create-dirs", "-o"])
+                                .arg(&file)
+                                .arg(&url)
+                                .status();
+                            if !matches!(out, Ok(st) if st.success()) {
+                                eprintln!("warning: no profile from {url}");
+                            }
+                        })
+                    });
                     let before = cpu_us(g.traefik.pid());
                     let r = if let Some(script) = script {
                         let offset = (rep * ONETIME_PER_RUN).to_string();
@@ -552,6 +574,9 @@ fn main() {
                         wrk::run(&url, a.threads, a.conns, a.secs, &s.headers)
                     };
                     let cpu = (cpu_us(g.traefik.pid()) - before) as f64 / r.requests.max(1) as f64;
+                    if let Some(h) = profile {
+                        let _ = h.join();
+                    }
                     eprintln!(
                         "  rep {rep} {:<14} {:<9} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms  Traefik CPU {:.0} us/req  non-2xx {}",
                         s.name,

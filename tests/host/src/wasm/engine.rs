@@ -224,6 +224,7 @@ fn build_linker(sockets: bool) -> Result<Linker<InstanceState>> {
         .map_err(|e| anyhow!("adding WASI: {e:?}"))?;
     super::http_handler::add(&mut l).map_err(|e| anyhow!("adding http_handler: {e:?}"))?;
     super::bridge::add(&mut l).map_err(|e| anyhow!("adding the bridge: {e:?}"))?;
+    super::prof::add(&mut l).map_err(|e| anyhow!("adding the profile hooks: {e:?}"))?;
     if sockets {
         l.allow_shadowing(true);
         super::sockets::add(&mut l).map_err(|e| anyhow!("adding sockets: {e:?}"))?;

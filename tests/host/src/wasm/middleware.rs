@@ -791,6 +791,9 @@ impl Middleware {
         if let Some(f) = fuel_before {
             g.store.data_mut().ops_mark = f;
             g.store.data_mut().ops_trace.clear();
+            if super::prof::enabled() {
+                super::prof::begin(f);
+            }
         }
         let t = Instant::now();
         let result: std::result::Result<i64, String> = match &g.dead {
@@ -808,6 +811,9 @@ impl Middleware {
             }),
         };
         timing.handle_request = t.elapsed();
+        if super::prof::enabled() {
+            super::prof::report();
+        }
         timing.wasm_ops = fuel_before
             .zip(g.store.get_fuel().ok())
             .map(|(a, b)| a.saturating_sub(b));

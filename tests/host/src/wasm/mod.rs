@@ -53,6 +53,7 @@ pub mod guests;
 mod http_handler;
 mod memory;
 pub mod middleware;
+pub mod prof;
 pub mod sockets;
 pub mod state;
 
