@@ -36,6 +36,13 @@ fn words(text: &[u8]) -> (impl Iterator<Item = u64> + '_, &[u8]) {
     )
 }
 
+/// The 8-byte word at `i` of a block (0 past its end; the callers' blocks are whole).
+fn word_at(c: &[u8], i: usize) -> u64 {
+    c.get(i..i + 8)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// The last, partial word of a text (fewer than 8 bytes), zero-padded.
 fn tail_word(tail: &[u8]) -> u64 {
     let mut w = [0u8; 8];
@@ -87,17 +94,12 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     // per word, a loop test and an iterator step each).
     let (blocks_a, blocks_b) = (a.chunks_exact(32), b.chunks_exact(32));
     let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
-    let word = |c: &[u8], i: usize| {
-        c.get(i..i + 8)
-            .and_then(|w| w.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
     let mut diff = 0;
     for (x, y) in blocks_a.zip(blocks_b) {
-        diff |= (word(x, 0) ^ word(y, 0))
-            | (word(x, 8) ^ word(y, 8))
-            | (word(x, 16) ^ word(y, 16))
-            | (word(x, 24) ^ word(y, 24));
+        diff |= (word_at(x, 0) ^ word_at(y, 0))
+            | (word_at(x, 8) ^ word_at(y, 8))
+            | (word_at(x, 16) ^ word_at(y, 16))
+            | (word_at(x, 24) ^ word_at(y, 24));
     }
     let ((wa, ta), (wb, tb)) = (words(rest_a), words(rest_b));
     diff |= wa.zip(wb).fold(0, |d, (x, y)| d | (x ^ y));
@@ -108,21 +110,16 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 /// header values and targets, before they become `String`s).
 pub fn is_ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let word = |c: &[u8], i: usize| {
-        c.get(i..i + 8)
-            .and_then(|w| w.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
     let blocks = b.chunks_exact(32);
     let rest = blocks.remainder();
     let mut seen = 0;
     for c in blocks {
-        seen |= word(c, 0) | word(c, 8) | word(c, 16) | word(c, 24);
+        seen |= word_at(c, 0) | word_at(c, 8) | word_at(c, 16) | word_at(c, 24);
     }
     let words = rest.chunks_exact(8);
     let tail = words.remainder();
     for w in words {
-        seen |= word(w, 0);
+        seen |= word_at(w, 0);
     }
     seen & HIGH == 0 && tail.iter().all(|c| *c < 0x80)
 }
@@ -139,15 +136,15 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         let x = w ^ splat;
         x.wrapping_sub(LOW) & !x & HIGH
     };
-    let word = |c: &[u8], i: usize| {
-        c.get(i..i + 8)
-            .and_then(|w| w.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
     // Four words per step, one test for the four (as in `same`).
     let mut at = 0;
     for c in hay.chunks_exact(32) {
-        if zeros(word(c, 0)) | zeros(word(c, 8)) | zeros(word(c, 16)) | zeros(word(c, 24)) != 0 {
+        if zeros(word_at(c, 0))
+            | zeros(word_at(c, 8))
+            | zeros(word_at(c, 16))
+            | zeros(word_at(c, 24))
+            != 0
+        {
             break;
         }
         at += 32;
