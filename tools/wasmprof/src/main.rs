@@ -1,7 +1,8 @@
 //! `wasmprof IN.wasm OUT.wasm NAMES.txt`: instruments every function of a guest for the test
 //! host's per-request profile (`tests/host/src/wasm/prof.rs`): `oidc_guard_prof.enter(f)` at
 //! each function's entry, `resume(f)` after each call, `load`/`store(addr, offset, size)` before
-//! each memory access and `range(addr, len, write)` before `memory.copy`/`memory.fill`. NAMES.txt
+//! each memory access, `copy(dst, src, len)` before `memory.copy` and `fill(dst, len)` before
+//! `memory.fill`. NAMES.txt
 //! maps `f` to the name section's names (build the plugin with `CARGO_PROFILE_RELEASE_STRIP=false`).
 use std::collections::HashSet;
 
@@ -19,8 +20,10 @@ fn main() -> anyhow::Result<()> {
     let (resume, _) = m.add_import_func("oidc_guard_prof", "resume", t1);
     let (load, _) = m.add_import_func("oidc_guard_prof", "load", t3);
     let (store, _) = m.add_import_func("oidc_guard_prof", "store", t3);
-    let (range, _) = m.add_import_func("oidc_guard_prof", "range", t3);
-    let hooks: HashSet<FunctionId> = [enter, resume, load, store, range].into();
+    let t2 = m.types.add(&[ValType::I32, ValType::I32], &[]);
+    let (copy, _) = m.add_import_func("oidc_guard_prof", "copy", t3);
+    let (fill, _) = m.add_import_func("oidc_guard_prof", "fill", t2);
+    let hooks: HashSet<FunctionId> = [enter, resume, load, store, copy, fill].into();
     let mut names = String::new();
     let ids: Vec<FunctionId> = m.funcs.iter_local().map(|(id, _)| id).collect();
     let ta = m.locals.add(ValType::I32);
@@ -114,6 +117,8 @@ fn main() -> anyhow::Result<()> {
                             new.push((x, Default::default()));
                         }
                     }
+                    // The operands are saved and pushed again around one hook call, so that
+                    // each hook runs a fixed number of operators (see `prof.rs`).
                     Instr::MemoryCopy(_) => {
                         // [dst, src, n]
                         for x in [
@@ -121,13 +126,9 @@ fn main() -> anyhow::Result<()> {
                             set(tb),
                             set(ta),
                             get(ta),
-                            get(tc),
-                            c(1),
-                            call(range),
                             get(tb),
                             get(tc),
-                            c(0),
-                            call(range),
+                            call(copy),
                             get(ta),
                             get(tb),
                             get(tc),
@@ -143,8 +144,7 @@ fn main() -> anyhow::Result<()> {
                             set(ta),
                             get(ta),
                             get(tc),
-                            c(1),
-                            call(range),
+                            call(fill),
                             get(ta),
                             get(tb),
                             get(tc),

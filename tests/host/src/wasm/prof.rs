@@ -32,9 +32,13 @@ fn prof() -> &'static Mutex<Prof> {
     P.get_or_init(Default::default)
 }
 
-/// Whether profiling is on (`OIDC_GUARD_WASM_PROF` names the function-names file).
+/// Whether profiling is on: `OIDC_GUARD_WASM_PROF` names the function-names file, and the
+/// engine counts operators ([`super::engine::counts_wasm_ops`]).
 pub fn enabled() -> bool {
-    std::env::var_os("OIDC_GUARD_WASM_PROF").is_some()
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        super::engine::counts_wasm_ops() && std::env::var_os("OIDC_GUARD_WASM_PROF").is_some()
+    })
 }
 
 /// Starts a request's profile at `fuel`.
@@ -82,6 +86,16 @@ fn touch(p: &mut Prof, addr: u32, len: u32, write: bool) {
     }
 }
 
+/// Charges the operators since the last hook (`ops`: the hook's own, before and after its
+/// call) and notes the `(address, length, write)` ranges of one memory access.
+fn access(c: &mut Caller<'_, InstanceState>, ops: (u64, u64), ranges: &[(u32, i32, bool)]) {
+    if let Some(mut p) = charge(c, ops.0, ops.1) {
+        for &(addr, len, write) in ranges {
+            touch(&mut p, addr, len as u32, write);
+        }
+    }
+}
+
 /// Adds the hooks to `linker`.
 ///
 /// # Errors
@@ -101,43 +115,45 @@ pub fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
             }
         }
     })?;
+    // The operators each hook runs before its call and after it (`tools/wasmprof`).
     linker.func_wrap(
         M,
         "load",
         |mut c: Caller<'_, InstanceState>, a: i32, off: i32, size: i32| {
-            if let Some(mut p) = charge(&mut c, 5, 0) {
-                touch(
-                    &mut p,
-                    (a as u32).wrapping_add(off as u32),
-                    size as u32,
-                    false,
-                );
-            }
+            access(
+                &mut c,
+                (5, 0),
+                &[((a as u32).wrapping_add(off as u32), size, false)],
+            );
         },
     )?;
     linker.func_wrap(
         M,
         "store",
         |mut c: Caller<'_, InstanceState>, a: i32, off: i32, size: i32| {
-            if let Some(mut p) = charge(&mut c, 6, 1) {
-                touch(
-                    &mut p,
-                    (a as u32).wrapping_add(off as u32),
-                    size as u32,
-                    true,
-                );
-            }
+            access(
+                &mut c,
+                (6, 1),
+                &[((a as u32).wrapping_add(off as u32), size, true)],
+            );
         },
     )?;
     linker.func_wrap(
         M,
-        "range",
-        |mut c: Caller<'_, InstanceState>, a: i32, len: i32, write: i32| {
-            // memory.copy: 3 sets + 4 before the first call, 4 before the second, 3 after;
-            // memory.fill: 3 sets + 4, 3 after. Charged approximately as 4 and 3.
-            if let Some(mut p) = charge(&mut c, 4, 3) {
-                touch(&mut p, a as u32, len as u32, write != 0);
-            }
+        "copy",
+        |mut c: Caller<'_, InstanceState>, dst: i32, src: i32, len: i32| {
+            access(
+                &mut c,
+                (7, 3),
+                &[(dst as u32, len, true), (src as u32, len, false)],
+            );
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "fill",
+        |mut c: Caller<'_, InstanceState>, dst: i32, len: i32| {
+            access(&mut c, (6, 3), &[(dst as u32, len, true)]);
         },
     )?;
     Ok(())
