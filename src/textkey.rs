@@ -15,6 +15,8 @@
 //! needs that token's signature or that cookie's tag, which only its holder has; texts that share
 //! one among themselves only evict each other (one entry per fingerprint), and [`same`] tells
 //! every one of them apart from a cached text. The seed is random per instance.
+//!
+//! The word-at-a-time reads also serve two scans of header text, [`is_ascii`] and [`find_byte`].
 
 /// Bytes read from the start of a text by [`fingerprint`].
 pub const HEAD: usize = 16;
