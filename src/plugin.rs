@@ -16,7 +16,7 @@
 //! After every request the store's connections are closed (sockets never outlive a request) and
 //! what happened is logged through the host.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -236,6 +236,11 @@ pub struct Guard {
     pub log: Vec<(LogLevel, String)>,
     /// Headers removed from every request before anything else.
     strip: Vec<String>,
+    /// For each configured claim header, its index in `strip` (found once here: a lookup by
+    /// name per request was ≈ 45 wasm operators per byte of each name compared).
+    claim_marks: Vec<Option<usize>>,
+    /// The index in `strip` of `forwardAccessToken`'s header, when it is stripped.
+    token_mark: Option<usize>,
     /// Buffers kept from one request to the next.
     pub scratch: Scratch,
     /// Their other spellings, removed too.
@@ -259,6 +264,8 @@ pub struct Req<'a> {
     cookie_headers: OnceCell<Vec<String>>,
     /// Where the cookies lie in those headers (found on first use).
     cookie_spans: OnceCell<cookie::Spans>,
+    /// The last request's allocations for the two above (see [`Scratch`]).
+    reuse: Cell<(Vec<String>, cookie::Spans)>,
     /// The request's cookies as owned pairs (made on first use: a valid session needs only
     /// [`Req::cookie_pairs`]).
     cookies: OnceCell<Vec<(String, String)>>,
@@ -287,13 +294,20 @@ impl Req<'_> {
     pub fn cookie_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         let headers = self.cookie_headers();
         self.cookie_spans
-            .get_or_init(|| cookie::Spans::of(headers))
+            .get_or_init(|| {
+                let (list, spans) = self.reuse.take();
+                self.reuse.set((list, cookie::Spans::default()));
+                cookie::Spans::of_in(headers, spans)
+            })
             .pairs(headers)
     }
 
     fn cookie_headers(&self) -> &[String] {
-        self.cookie_headers
-            .get_or_init(|| self.ex.header_values("Cookie"))
+        self.cookie_headers.get_or_init(|| {
+            let (list, spans) = self.reuse.take();
+            self.reuse.set((Vec::new(), spans));
+            self.ex.header_values_in("Cookie", list)
+        })
     }
 
     /// The TCP peer's address (before any proxy headers).
@@ -473,7 +487,17 @@ impl Guard {
                 strip.push(canonical_owned(h));
             }
         }
+        let mark = |h: &str| strip.iter().position(|s| s.eq_ignore_ascii_case(h));
+        let claim_marks = cfg
+            .upstream
+            .claim_headers
+            .iter()
+            .map(|c| mark(&c.header))
+            .collect();
+        let token_mark = cfg.upstream.access_token_header.as_deref().and_then(mark);
         Ok(Guard {
+            claim_marks,
+            token_mark,
             bearer: bearer::BearerState::new(&cfg),
             sessions: session::SessionState::new(&cfg),
             cfg: Rc::new(cfg),
@@ -521,7 +545,23 @@ impl Guard {
             }
         };
         self.finish(ex);
-        Scratch::keep(&mut self.scratch.uri, req.target.into_bytes());
+        let Req {
+            target,
+            cookie_headers,
+            cookie_spans,
+            reuse,
+            ..
+        } = req;
+        Scratch::keep(&mut self.scratch.uri, target.into_bytes());
+        let reuse = reuse.into_inner();
+        let kept = match (cookie_headers.into_inner(), cookie_spans.into_inner()) {
+            // No cookie read (a bearer request, an excluded path): back as they came.
+            (None, None) => reuse,
+            (headers, spans) => Scratch::cookies_to_keep(reuse, headers, spans),
+        };
+        // `request` took `scratch.cookies`: the value replaced is empty and owns no allocation
+        // (forgotten rather than dropped: its drop was ≈ 150 wasm operators of no-op calls).
+        std::mem::forget(std::mem::replace(&mut self.scratch.cookies, kept));
         forward
     }
 
@@ -562,6 +602,7 @@ impl Guard {
             query,
             cookie_headers: OnceCell::new(),
             cookie_spans: OnceCell::new(),
+            reuse: Cell::new(std::mem::take(&mut self.scratch.cookies)),
             cookies: OnceCell::new(),
             source_ip: OnceCell::new(),
             target,
@@ -705,9 +746,15 @@ impl Guard {
                 return Step::Reply(Response::forbidden(req.is_browser_navigation()));
             }
         }
-        for (h, v) in cfg.upstream.claim_headers.iter().zip(&adm.headers) {
+        for ((h, v), mark) in cfg
+            .upstream
+            .claim_headers
+            .iter()
+            .zip(&adm.headers)
+            .zip(&self.claim_marks)
+        {
             match v {
-                Some(HeaderValue::Set(v)) => self.set_upstream(req, &h.header, v),
+                Some(HeaderValue::Set(v)) => Self::set_upstream(req, &h.header, v, *mark),
                 // Never a truncated list (a cut group list could mean something else to the
                 // backend): the header is left out and the operator told.
                 Some(HeaderValue::TooLong) => self.log.push((
@@ -729,7 +776,7 @@ impl Guard {
                 }
             });
             match value.as_deref().map(sanitize_header_value) {
-                Some(Some(v)) => self.set_upstream(req, h, &v),
+                Some(Some(v)) => Self::set_upstream(req, h, &v, self.token_mark),
                 Some(None) => {
                     req.ex.remove_header(h);
                     self.log.push((
@@ -777,10 +824,11 @@ impl Guard {
         }
     }
 
-    /// Sets an identity header for the backend and notes it, so it is not stripped afterwards.
-    fn set_upstream(&self, req: &mut Req<'_>, name: &str, value: &str) {
+    /// Sets an identity header for the backend and notes it (`mark`: its index in `strip`), so
+    /// it is not stripped afterwards.
+    fn set_upstream(req: &mut Req<'_>, name: &str, value: &str, mark: Option<usize>) {
         req.ex.set_header(name, value);
-        if let Some(i) = self.strip.iter().position(|s| s.eq_ignore_ascii_case(name)) {
+        if let Some(i) = mark {
             req.upstream_set.set(i);
         }
     }
@@ -830,6 +878,8 @@ pub struct Scratch {
     uri: Vec<u8>,
     /// The `Authorization` header's buffer.
     pub auth: Vec<u8>,
+    /// The `Cookie` header's list and buffer, and the cookies' positions in it.
+    cookies: (Vec<String>, cookie::Spans),
 }
 
 impl Scratch {
@@ -842,6 +892,28 @@ impl Scratch {
         if buf.capacity() <= Self::KEEP {
             *slot = buf;
         }
+    }
+
+    /// A request's `Cookie` allocations to keep: the ones it read into, else the ones it did not
+    /// use (`unused`). A list of more than one header, or a header or list of positions above
+    /// the sizes kept, is freed.
+    #[inline(never)]
+    fn cookies_to_keep(
+        unused: (Vec<String>, cookie::Spans),
+        headers: Option<Vec<String>>,
+        spans: Option<cookie::Spans>,
+    ) -> (Vec<String>, cookie::Spans) {
+        let list = headers.unwrap_or(unused.0);
+        let spans = spans.unwrap_or(unused.1);
+        let small = list.len() <= 1 && list.iter().all(|h| h.capacity() <= Self::KEEP);
+        (
+            if small { list } else { Vec::new() },
+            if spans.keepable() {
+                spans
+            } else {
+                cookie::Spans::default()
+            },
+        )
     }
 }
 

@@ -292,6 +292,27 @@ impl WasmExchange<'_> {
         values
     }
 
+    /// Every value of request header `name`, into `out`'s allocations: the list's, and its first
+    /// value's as the buffer the host writes into (a request then allocates nothing for its
+    /// `Cookie` header).
+    pub fn header_values_in(&self, name: &str, mut out: Vec<String>) -> Vec<String> {
+        let buf = if out.is_empty() {
+            Vec::new()
+        } else {
+            out.swap_remove(0).into_bytes()
+        };
+        out.clear();
+        let (count, mut buf) = header_raw_in(name, buf);
+        if count == 1 && buf.last() == Some(&0) {
+            buf.pop();
+            out.push(text(buf));
+        } else if count > 0 {
+            // The buffer holds `count` NUL-terminated values.
+            out.extend(buf.split(|&b| b == 0).take(count).map(|v| text(v.to_vec())));
+        }
+        out
+    }
+
     /// The first value of request header `name`.
     pub fn header(&self, name: &str) -> Option<String> {
         self.header_and_count_in(name, Vec::new()).0
@@ -415,6 +436,10 @@ impl Exchange for WasmExchange<'_> {
 
     fn header_values(&self, name: &str) -> Vec<String> {
         WasmExchange::header_values(self, name)
+    }
+
+    fn header_values_in(&self, name: &str, out: Vec<String>) -> Vec<String> {
+        WasmExchange::header_values_in(self, name, out)
     }
 
     fn header(&self, name: &str) -> Option<String> {

@@ -483,13 +483,13 @@ fn credential<'a>(values: &'a [String], b: &Bearer) -> Result<Option<(Scheme, &'
         // RFC 9110 §11.4: `credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]`; the
         // scheme is case-insensitive (§11.1).
         // (`split_once(' ')` was a `memchr` call, ≈ 180 wasm operators to find the sixth byte.)
-        let (scheme, rest) = match crate::textkey::find_byte(v.as_bytes(), b' ') {
+        let (scheme, rest) = match textkey::find_byte(v.as_bytes(), b' ') {
             Some(i) => (&v[..i], &v[i + 1..]),
             None => (v.as_str(), ""),
         };
-        let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        let scheme = if textkey::eq_letters_ignoring_case(scheme.as_bytes(), b"bearer") {
             Scheme::Bearer
-        } else if scheme.eq_ignore_ascii_case("dpop") {
+        } else if textkey::eq_letters_ignoring_case(scheme.as_bytes(), b"dpop") {
             Scheme::Dpop
         } else {
             continue;

@@ -51,6 +51,13 @@ pub struct Spans(Vec<Span>);
 impl Spans {
     /// Finds the cookies of `headers` (as [`pairs`]).
     pub fn of(headers: &[String]) -> Spans {
+        Spans::of_in(headers, Spans::default())
+    }
+
+    /// As [`Spans::of`], into `buf`'s allocation (its contents are dropped).
+    pub fn of_in(headers: &[String], buf: Spans) -> Spans {
+        let mut out = buf.0;
+        out.clear();
         let spans = headers.iter().enumerate().flat_map(|(i, h)| {
             let base = h.as_ptr() as usize;
             let at = move |s: &str| {
@@ -66,7 +73,13 @@ impl Spans {
                 value: at(v),
             })
         });
-        Spans(spans.take(MAX_COOKIES).collect())
+        out.extend(spans.take(MAX_COOKIES));
+        Spans(out)
+    }
+
+    /// Whether the allocation is small enough to keep for the next request.
+    pub fn keepable(&self) -> bool {
+        self.0.capacity() <= 64
     }
 
     /// The cookies, in order, from the `headers` they were found in.
@@ -80,14 +93,21 @@ impl Spans {
 }
 
 /// One `name=value` of a `Cookie` header; `None` for a part without `=`.
+///
+/// Whitespace around names and values is ASCII whitespace, as Go's `net/http` reads it
+/// (`str::trim` tests each character for Unicode whitespace).
 fn pair(part: &str) -> Option<(&str, &str)> {
-    let (k, v) = part.trim().split_once('=')?;
-    let v = v.trim();
+    let part = part.trim_ascii();
+    // `split_once('=')`, with a word-at-a-time search; `=` is ASCII, so both cuts are at
+    // character boundaries.
+    let i = crate::textkey::find_byte(part.as_bytes(), b'=')?;
+    let (k, v) = (part.get(..i)?, part.get(i + 1..)?);
+    let v = v.trim_ascii();
     let v = v
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(v);
-    Some((k.trim(), v))
+    Some((k.trim_ascii(), v))
 }
 
 /// The cookies of a request, from every `Cookie` header, in order (see [`pairs`]).

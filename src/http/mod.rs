@@ -122,6 +122,14 @@ pub trait Exchange {
         self.uri()
     }
 
+    /// As [`header_values`](Self::header_values), into `out`'s allocations where the exchange
+    /// can (its contents are dropped; the pipeline keeps the `Cookie` list from one request to
+    /// the next).
+    fn header_values_in(&self, name: &str, out: Vec<String>) -> Vec<String> {
+        drop(out);
+        self.header_values(name)
+    }
+
     /// The first value of a request header and how many values it has (for a header that is
     /// usually single, read without building a list), into `buf`'s allocation where the
     /// exchange can.

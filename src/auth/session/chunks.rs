@@ -6,6 +6,7 @@
 //! browser still holds from an earlier, longer value are deleted whenever the value is written.
 
 use crate::http::cookie::{self, CookieAttrs};
+use crate::textkey;
 
 /// Most chunks a value may take (about 30 KB of cookies; far beyond any sane session).
 pub const MAX_CHUNKS: usize = 8;
@@ -34,7 +35,11 @@ pub fn chunk_name(name: &str, i: usize) -> String {
 
 /// Whether `candidate` is `name` or one of its chunks.
 pub fn is_chunk_of(candidate: &str, name: &str) -> bool {
-    match candidate.strip_prefix(name) {
+    // `strip_prefix`, without its `memcmp` call (see `textkey::starts_with`).
+    let rest = textkey::starts_with(candidate.as_bytes(), name.as_bytes())
+        .then(|| candidate.get(name.len()..))
+        .flatten();
+    match rest {
         Some("") => true,
         Some(rest) => rest.strip_prefix('_').is_some_and(|n| {
             !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit())

@@ -434,7 +434,9 @@ pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) 
     let name = b.session.cookie_name.as_str();
     let (hint, flow_prefix) = (&g.sessions.hint_cookie, &g.sessions.flow_prefix);
     let ours = |k: &str| {
-        chunks::is_chunk_of(k, name) || chunks::is_chunk_of(k, hint) || k.starts_with(flow_prefix)
+        chunks::is_chunk_of(k, name)
+            || chunks::is_chunk_of(k, hint)
+            || textkey::starts_with(k.as_bytes(), flow_prefix.as_bytes())
     };
     let (mut mine, mut others) = (false, false);
     for (k, _) in req.cookie_pairs() {
@@ -499,12 +501,12 @@ const MAX_SAME_NAME: usize = 4;
 /// would send the user round the login forever (the foreign cookie cannot be deleted from here).
 fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Refusal> {
     let name = b.session.cookie_name.as_str();
-    let values: Vec<&str> = req
+    // (`textkey::same`, not `==`: see `textkey::starts_with`.)
+    let values = req
         .cookie_pairs()
-        .filter(|(k, _)| *k == name)
+        .filter(|(k, _)| textkey::same(k.as_bytes(), name.as_bytes()))
         .map(|(_, v)| v)
-        .take(MAX_SAME_NAME)
-        .collect();
+        .take(MAX_SAME_NAME);
     let mut first_refusal = None;
     for value in values {
         match load_one(g, req, b, value) {

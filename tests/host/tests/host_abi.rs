@@ -1025,3 +1025,19 @@ fn sockets_left_open_are_closed_when_the_instance_is_dropped() {
     let n = leaked_side.read(&mut b).unwrap();
     assert_eq!(n, 0, "the peer saw EOF");
 }
+
+/// `textkey`'s scans (cache-key comparison, the ASCII check of every header the plugin reads,
+/// the cookie and `Authorization` splits) in the wasm build, where they take the wasm SIMD path:
+/// the guest compares them with byte loops on texts of every length up to 300 bytes.
+#[test]
+fn textkey_scans_in_wasm_agree_with_byte_loops() {
+    let mw = Middleware::builder(guests::test_guest("textkey-probe").unwrap())
+        .build()
+        .unwrap();
+    let ex = mw.send(Request::get("/check"));
+    assert_eq!(ex.status, 200, "{}", ex.text());
+    let v = ex.json().unwrap();
+    assert_eq!(v["simd"], json!(true), "the wasm build has simd128: {v}");
+    assert_eq!(v["failures"], json!([]), "{v}");
+    assert!(v["checks"].as_u64().unwrap() > 200_000, "{v}");
+}
