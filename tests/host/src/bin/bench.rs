@@ -12,6 +12,10 @@
 //! it along.
 //!
 //! Usage: `bench [--secs N] [--warmup N] [--reps N] [--conns N] [--threads N] [--only name,name]`
+//!
+//! A/B of two builds: with `OIDC_GUARD_BENCH_B=<plugin folder>` (a `plugin.wasm` and its
+//! `.traefik.yml`), the memory-mode scenarios also run on a second Traefik loading that folder,
+//! named with a `-b` suffix, in the same repetitions (`--only` names match them too).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -197,7 +201,20 @@ fn reference_group(backend: &Backend) -> Group {
     }
 }
 
-fn memory_group(backend: &Backend, idp: &Idp, port: u16, logins: &mut Vec<Duration>) -> Group {
+fn memory_group(
+    backend: &Backend,
+    idp: &Idp,
+    port: u16,
+    logins: &mut Vec<Duration>,
+    plugin_b: Option<&std::path::Path>,
+) -> Group {
+    // The B side's names: leaked, once per run.
+    let name = |n: &'static str| -> &'static str {
+        match plugin_b {
+            Some(_) => Box::leak(format!("{n}-b").into_boxed_str()),
+            None => n,
+        }
+    };
     let key = SigningKey::es256("bench");
     let mut cfg = TraefikConfig::default()
         .middleware("guard", memory_config(&key))
@@ -207,6 +224,7 @@ fn memory_group(backend: &Backend, idp: &Idp, port: u16, logins: &mut Vec<Durati
         .route("sso", "PathPrefix(`/`)", &["sso"], &backend.url())
         .priority(1);
     cfg.port = Some(port);
+    cfg.plugin_dir = plugin_b.map(|p| p.to_path_buf());
     let t = cfg.start();
     t.wait_route("/nomw/ready");
     t.wait_route("/g/public/ready");
@@ -218,39 +236,45 @@ fn memory_group(backend: &Backend, idp: &Idp, port: u16, logins: &mut Vec<Durati
         cookie = c;
     }
     Group {
-        title: "memory mode, default GOMAXPROCS".into(),
+        title: match plugin_b {
+            Some(p) => format!(
+                "memory mode, default GOMAXPROCS, plugin B ({})",
+                p.display()
+            ),
+            None => "memory mode, default GOMAXPROCS".into(),
+        },
         traefik: t,
         scenarios: vec![
             Scenario {
-                name: "baseline",
+                name: name("baseline"),
                 what: "no middleware",
                 path: "/nomw/x".into(),
                 headers: vec![],
                 expect: 200,
             },
             Scenario {
-                name: "excluded",
+                name: name("excluded"),
                 what: "plugin, excluded path (pass-through)",
                 path: "/g/public/x".into(),
                 headers: vec![],
                 expect: 200,
             },
             Scenario {
-                name: "refused",
+                name: name("refused"),
                 what: "plugin, no credential (401)",
                 path: "/g/x".into(),
                 headers: vec![h("Accept", "application/json")],
                 expect: 401,
             },
             Scenario {
-                name: "bearer",
+                name: name("bearer"),
                 what: "plugin, cached valid bearer token (ES256)",
                 path: "/g/x".into(),
                 headers: vec![h("Authorization", &format!("Bearer {token}"))],
                 expect: 200,
             },
             Scenario {
-                name: "session",
+                name: name("session"),
                 what: "plugin, valid session cookie (browser login, cookie storage)",
                 path: "/s/x".into(),
                 headers: vec![h("Cookie", &cookie)],
@@ -450,7 +474,8 @@ fn main() {
     let a = args();
     let backend = Backend::start();
     let redis = RedisServer::start(Flavor::Redis, &ServerConfig::default());
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let plugin_b = std::env::var_os("OIDC_GUARD_BENCH_B").map(std::path::PathBuf::from);
     let client = |p: u16| {
         Client::new(
             "bench",
@@ -464,7 +489,8 @@ fn main() {
             .client(
                 client(p1)
                     .redirect_uri(&format!("http://127.0.0.1:{p2}/oauth2/callback"))
-                    .redirect_uri(&format!("http://127.0.0.1:{p2}/r/oauth2/callback")),
+                    .redirect_uri(&format!("http://127.0.0.1:{p2}/r/oauth2/callback"))
+                    .redirect_uri(&format!("http://127.0.0.1:{p3}/oauth2/callback")),
             )
             .access_token_ttl(3600)
             .id_token_ttl(3600),
@@ -473,13 +499,19 @@ fn main() {
     let mut logins = Vec::new();
     let mut groups = vec![
         reference_group(&backend),
-        memory_group(&backend, &idp, p1, &mut logins),
+        memory_group(&backend, &idp, p1, &mut logins, None),
         redis_group(&backend, &redis, &idp, p2, a.threads),
     ];
+    if let Some(b) = &plugin_b {
+        let mut b_logins = Vec::new();
+        groups.insert(2, memory_group(&backend, &idp, p3, &mut b_logins, Some(b)));
+    }
     for g in &mut groups {
         if let Some(only) = &a.only {
-            g.scenarios
-                .retain(|s| only.iter().any(|o| o == s.name) || s.name.starts_with("baseline"));
+            g.scenarios.retain(|s| {
+                let a_name = s.name.strip_suffix("-b").unwrap_or(s.name);
+                only.iter().any(|o| o == a_name) || s.name.starts_with("baseline")
+            });
         }
     }
     let mut results: BTreeMap<&'static str, Vec<WrkRun>> = BTreeMap::new();

@@ -25,6 +25,8 @@ struct Prof {
     lines: BTreeMap<u32, BTreeSet<i32>>,
     written: BTreeSet<u32>,
     accesses: HashMap<i32, u64>,
+    /// Calls per (caller, callee).
+    edges: BTreeMap<(i32, i32), u64>,
 }
 
 fn prof() -> &'static Mutex<Prof> {
@@ -104,6 +106,8 @@ pub fn add(linker: &mut Linker<InstanceState>) -> Res<()> {
     const M: &str = "oidc_guard_prof";
     linker.func_wrap(M, "enter", |mut c: Caller<'_, InstanceState>, f: i32| {
         if let Some(mut p) = charge(&mut c, 2, 0) {
+            let caller = p.stack.last().copied().unwrap_or(-1);
+            *p.edges.entry((caller, f)).or_default() += 1;
             p.stack.push(f);
             *p.calls.entry(f).or_default() += 1;
         }
@@ -214,5 +218,9 @@ pub fn report() {
             p.accesses.get(&f).copied().unwrap_or(0),
             name(&f)
         );
+    }
+    eprintln!("  calls: caller -> callee");
+    for ((from, to), n) in &p.edges {
+        eprintln!("  {n:>6}  {} -> {}", name(from), name(to));
     }
 }
