@@ -9,7 +9,6 @@
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use oidc_guard::abi::handler::WasmExchange;
-    use oidc_guard::http::Exchange;
     use oidc_guard::textkey;
     use serde_json::json;
 
