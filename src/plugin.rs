@@ -265,7 +265,8 @@ pub struct Req<'a> {
     /// Where the cookies lie in those headers (found on first use).
     cookie_spans: OnceCell<cookie::Spans>,
     /// The last request's allocations for the two above (see [`Scratch`]).
-    reuse: Cell<(Vec<String>, cookie::Spans)>,
+    reuse_headers: Cell<Vec<String>>,
+    reuse_spans: Cell<cookie::Spans>,
     /// The request's cookies as owned pairs (made on first use: a valid session needs only
     /// [`Req::cookie_pairs`]).
     cookies: OnceCell<Vec<(String, String)>>,
@@ -294,19 +295,14 @@ impl Req<'_> {
     pub fn cookie_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         let headers = self.cookie_headers();
         self.cookie_spans
-            .get_or_init(|| {
-                let (list, spans) = self.reuse.take();
-                self.reuse.set((list, cookie::Spans::default()));
-                cookie::Spans::of_in(headers, spans)
-            })
+            .get_or_init(|| cookie::Spans::of_in(headers, self.reuse_spans.take()))
             .pairs(headers)
     }
 
     fn cookie_headers(&self) -> &[String] {
         self.cookie_headers.get_or_init(|| {
-            let (list, spans) = self.reuse.take();
-            self.reuse.set((Vec::new(), spans));
-            self.ex.header_values_in("Cookie", list)
+            self.ex
+                .header_values_in("Cookie", self.reuse_headers.take())
         })
     }
 
@@ -549,19 +545,26 @@ impl Guard {
             target,
             cookie_headers,
             cookie_spans,
-            reuse,
+            reuse_headers,
+            reuse_spans,
             ..
         } = req;
         Scratch::keep(&mut self.scratch.uri, target.into_bytes());
-        let reuse = reuse.into_inner();
-        let kept = match (cookie_headers.into_inner(), cookie_spans.into_inner()) {
-            // No cookie read (a bearer request, an excluded path): back as they came.
-            (None, None) => reuse,
-            (headers, spans) => Scratch::cookies_to_keep(reuse, headers, spans),
+        // What the request read into, else what it did not use (a bearer request, an excluded
+        // path: back as they came).
+        let headers = match cookie_headers.into_inner() {
+            Some(h) => Scratch::cookie_headers_to_keep(h),
+            None => reuse_headers.into_inner(),
         };
-        // `request` took `scratch.cookies`: the value replaced is empty and owns no allocation
-        // (forgotten rather than dropped: its drop was ≈ 150 wasm operators of no-op calls).
-        std::mem::forget(std::mem::replace(&mut self.scratch.cookies, kept));
+        let spans = match cookie_spans.into_inner() {
+            Some(s) if s.keepable() => s,
+            Some(_) => cookie::Spans::default(),
+            None => reuse_spans.into_inner(),
+        };
+        // `request` took both: the values replaced are empty and own no allocation (forgotten
+        // rather than dropped: their drops were ≈ 150 wasm operators of no-op calls).
+        std::mem::forget(std::mem::replace(&mut self.scratch.cookie_headers, headers));
+        std::mem::forget(std::mem::replace(&mut self.scratch.cookie_spans, spans));
         forward
     }
 
@@ -602,7 +605,8 @@ impl Guard {
             query,
             cookie_headers: OnceCell::new(),
             cookie_spans: OnceCell::new(),
-            reuse: Cell::new(std::mem::take(&mut self.scratch.cookies)),
+            reuse_headers: Cell::new(std::mem::take(&mut self.scratch.cookie_headers)),
+            reuse_spans: Cell::new(std::mem::take(&mut self.scratch.cookie_spans)),
             cookies: OnceCell::new(),
             source_ip: OnceCell::new(),
             target,
@@ -878,8 +882,10 @@ pub struct Scratch {
     uri: Vec<u8>,
     /// The `Authorization` header's buffer.
     pub auth: Vec<u8>,
-    /// The `Cookie` header's list and buffer, and the cookies' positions in it.
-    cookies: (Vec<String>, cookie::Spans),
+    /// The `Cookie` header's list and buffer.
+    cookie_headers: Vec<String>,
+    /// The cookies' positions in it.
+    cookie_spans: cookie::Spans,
 }
 
 impl Scratch {
@@ -894,26 +900,14 @@ impl Scratch {
         }
     }
 
-    /// A request's `Cookie` allocations to keep: the ones it read into, else the ones it did not
-    /// use (`unused`). A list of more than one header, or a header or list of positions above
-    /// the sizes kept, is freed.
-    #[inline(never)]
-    fn cookies_to_keep(
-        unused: (Vec<String>, cookie::Spans),
-        headers: Option<Vec<String>>,
-        spans: Option<cookie::Spans>,
-    ) -> (Vec<String>, cookie::Spans) {
-        let list = headers.unwrap_or(unused.0);
-        let spans = spans.unwrap_or(unused.1);
-        let small = list.len() <= 1 && list.iter().all(|h| h.capacity() <= Self::KEEP);
-        (
-            if small { list } else { Vec::new() },
-            if spans.keepable() {
-                spans
-            } else {
-                cookie::Spans::default()
-            },
-        )
+    /// A request's `Cookie` list to keep: freed when it holds more than one header or one above
+    /// [`Scratch::KEEP`].
+    fn cookie_headers_to_keep(list: Vec<String>) -> Vec<String> {
+        if list.len() <= 1 && list.iter().all(|h| h.capacity() <= Self::KEEP) {
+            list
+        } else {
+            Vec::new()
+        }
     }
 }
 

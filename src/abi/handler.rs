@@ -194,12 +194,8 @@ fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The NUL-terminated values of a request header, and how many there are.
-fn header_raw(name: &str) -> (usize, Vec<u8>) {
-    header_raw_in(name, Vec::new())
-}
-
-/// As [`header_raw`], into `buf`'s allocation.
+/// The NUL-terminated values of a request header, and how many there are, into `buf`'s
+/// allocation.
 fn header_raw_in(name: &str, buf: Vec<u8>) -> (usize, Vec<u8>) {
     read_list_reusing(buf, |buf, lim| {
         // SAFETY: `name` is readable and `buf` writable for the lengths passed; the host writes
@@ -278,18 +274,7 @@ impl WasmExchange<'_> {
 
     /// Every value of request header `name`.
     pub fn header_values(&self, name: &str) -> Vec<String> {
-        let (count, mut buf) = header_raw(name);
-        if count == 0 {
-            return Vec::new();
-        }
-        if count == 1 && buf.last() == Some(&0) {
-            buf.pop();
-            return vec![text(buf)];
-        }
-        // The buffer holds `count` NUL-terminated values.
-        let mut values: Vec<String> = buf.split(|&b| b == 0).map(|v| text(v.to_vec())).collect();
-        values.truncate(count);
-        values
+        self.header_values_in(name, Vec::new())
     }
 
     /// Every value of request header `name`, into `out`'s allocations: the list's, and its first
