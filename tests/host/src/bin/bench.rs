@@ -11,7 +11,17 @@
 //! name; the in-guest benchmarks report it (first sight per algorithm). `--warmup 0` measures
 //! it along.
 //!
-//! Usage: `bench [--secs N] [--warmup N] [--reps N] [--conns N] [--threads N] [--only name,name]`
+//! Then each scenario that has such a pair runs once more, interleaved with it in one wrk load of
+//! `--interleave` seconds (default 30; 0 skips it): every connection sends the no-middleware
+//! request and the scenario's in alternating phases of `--phase-ms` (default 500), all threads
+//! switching together, and the requests sent per phase are counted. Both sides then see the same
+//! host moment by moment; back-to-back runs see a shared host's speed change between them (on a
+//! noisy VM, the bare route alone moved by 2× between 4-s runs). Each B phase's count over the
+//! mean of the A phases either side of it gives one ratio; the table has their median and
+//! quartiles, and total over total.
+//!
+//! Usage: `bench [--secs N] [--warmup N] [--reps N] [--conns N] [--threads N] [--only name,name]
+//! [--interleave SECS] [--phase-ms MS]`
 //!
 //! A/B of two builds: with `OIDC_GUARD_BENCH_B=<plugin folder>` (a `plugin.wasm` and its
 //! `.traefik.yml`), the memory-mode scenarios also run on a second Traefik loading that folder,
@@ -41,6 +51,9 @@ struct Args {
     conns: u32,
     threads: u32,
     only: Option<Vec<String>>,
+    interleave: u32,
+    phase_ms: u32,
+    calibrate: bool,
 }
 
 fn args() -> Args {
@@ -51,6 +64,9 @@ fn args() -> Args {
         conns: 32,
         threads: 2,
         only: None,
+        interleave: 30,
+        phase_ms: 500,
+        calibrate: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +79,12 @@ fn args() -> Args {
             "--conns" => a.conns = next.parse().unwrap_or(a.conns),
             "--threads" => a.threads = next.parse().unwrap_or(a.threads),
             "--only" => a.only = Some(next.split(',').map(str::to_string).collect()),
+            "--interleave" => a.interleave = next.parse().unwrap_or(a.interleave),
+            "--phase-ms" => a.phase_ms = next.parse().unwrap_or(a.phase_ms).max(50),
+            "--calibrate" => {
+                a.calibrate = true;
+                i -= 1;
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -470,6 +492,91 @@ fn spread(v: &[f64]) -> String {
     format!("{:.3} [{min:.3}–{max:.3}]", median(v))
 }
 
+/// Traefik's CPU profile over the next `secs` seconds, into `file`.
+fn capture_profile(port: u16, secs: u32, file: &std::path::Path) {
+    let url = format!("http://127.0.0.1:{port}/debug/pprof/profile?seconds={secs}");
+    let out = Command::new("curl")
+        .args(["-sS", "--create-dirs", "-o"])
+        .arg(file)
+        .arg(&url)
+        .status();
+    if !matches!(out, Ok(st) if st.success()) {
+        eprintln!("warning: no profile from {url}");
+    }
+}
+
+/// The interleaved runs (see the module doc): each scenario with a no-middleware pair, once.
+fn interleaved(a: &Args, groups: &[Group]) {
+    let dir = scratch_dir("bench-interleave");
+    println!(
+        "## Interleaved: one wrk -t{} -c{} -d{}s load per scenario, alternating {} ms phases of the same request without middleware (A) and through the scenario's route (B)",
+        a.threads, a.conns, a.interleave, a.phase_ms
+    );
+    println!("| group | scenario | B phases | **B/A per B phase**: median [quartiles] | B/A, total over total | non-2xx/3xx |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for g in groups {
+        let Some(base) = g.scenarios.iter().find(|s| s.name.starts_with("baseline")) else {
+            continue;
+        };
+        // The no-middleware request against itself first: the method's own bias and spread.
+        for s in &g.scenarios {
+            let scripted = s.headers.iter().any(|(k, _)| k == "X-Wrk-Script");
+            if scripted || (s.name.starts_with("baseline") && !a.calibrate) {
+                continue;
+            }
+            let profile = g.traefik.pprof_port.map(|port| {
+                let file =
+                    workspace_root().join(format!("target/pprof/{}-interleaved.pb.gz", s.name));
+                let secs = a.interleave.saturating_sub(2).max(1);
+                std::thread::spawn(move || capture_profile(port, secs, &file))
+            });
+            let r = wrk::run_interleaved(
+                &g.traefik.url(),
+                (&base.path, &s.path),
+                (a.threads, a.conns, a.interleave),
+                a.phase_ms,
+                &s.headers,
+                &dir,
+            );
+            if let Some(h) = profile {
+                let _ = h.join();
+            }
+            let q = r.ratios();
+            let quartiles = quartiles(&q);
+            eprintln!(
+                "  interleaved {:<14} {} B phases, median {:.3}, total over total {:.3}",
+                s.name,
+                q.len(),
+                quartiles.1,
+                r.overall()
+            );
+            println!(
+                "| {} | {} | {} | {:.3} [{:.3}–{:.3}] | {:.3} | {} |",
+                g.title,
+                s.name,
+                q.len(),
+                quartiles.1,
+                quartiles.0,
+                quartiles.2,
+                r.overall(),
+                r.non2xx
+            );
+        }
+    }
+    println!();
+}
+
+/// First quartile, median and third quartile (by the nearest rank; zeros when empty).
+fn quartiles(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+    if s.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), median(&s), at(0.75))
+}
+
 fn main() {
     let a = args();
     let backend = Backend::start();
@@ -577,19 +684,7 @@ fn main() {
                             if is_pair { "nomw-" } else { "" }
                         ));
                         let secs = a.secs.saturating_sub(1).max(1);
-                        std::thread::spawn(move || {
-                            let url = format!(
-                                "http://127.0.0.1:{port}/debug/pprof/profile?seconds={secs}"
-                            );
-                            let out = Command::new("curl")
-                                .args(["-sS", "--create-dirs", "-o"])
-                                .arg(&file)
-                                .arg(&url)
-                                .status();
-                            if !matches!(out, Ok(st) if st.success()) {
-                                eprintln!("warning: no profile from {url}");
-                            }
-                        })
+                        std::thread::spawn(move || capture_profile(port, secs, &file))
                     });
                     let before = cpu_us(g.traefik.pid());
                     let r = if let Some(script) = script {
@@ -668,6 +763,9 @@ fn main() {
             );
         }
         println!();
+    }
+    if a.interleave > 0 {
+        interleaved(&a, &groups);
     }
     let ms: Vec<f64> = logins.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     println!(
