@@ -306,6 +306,12 @@ impl WasmExchange<'_> {
     /// The first value of request header `name` and how many values it has, read into `buf`'s
     /// allocation.
     pub fn header_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<String>, usize) {
+        let (value, count) = self.header_bytes_and_count_in(name, buf);
+        (value.map(text), count)
+    }
+
+    /// As [`header_and_count_in`](Self::header_and_count_in), the bytes unchecked.
+    pub fn header_bytes_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<Vec<u8>>, usize) {
         let (count, mut buf) = header_raw_in(name, buf);
         if count == 0 {
             return (None, 0);
@@ -318,7 +324,7 @@ impl WasmExchange<'_> {
             let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
             buf.truncate(end);
         }
-        (Some(text(buf)), count)
+        (Some(buf), count)
     }
 
     /// Calls `visit` with every request header name.
@@ -437,6 +443,10 @@ impl Exchange for WasmExchange<'_> {
 
     fn header_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<String>, usize) {
         WasmExchange::header_and_count_in(self, name, buf)
+    }
+
+    fn header_bytes_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<Vec<u8>>, usize) {
+        WasmExchange::header_bytes_and_count_in(self, name, buf)
     }
 
     fn header_names(&self, visit: &mut dyn FnMut(&str)) {

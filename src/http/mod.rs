@@ -141,6 +141,14 @@ pub trait Exchange {
         (values.pop(), count)
     }
 
+    /// As [`header_and_count_in`](Self::header_and_count_in), the value's bytes as received:
+    /// not checked for UTF-8 (a caller that only compares them with text it holds needs no
+    /// check).
+    fn header_bytes_and_count_in(&self, name: &str, buf: Vec<u8>) -> (Option<Vec<u8>>, usize) {
+        let (value, count) = self.header_and_count_in(name, buf);
+        (value.map(String::into_bytes), count)
+    }
+
     /// The client address as `ip:port` (the TCP peer, before any proxy headers).
     fn source_addr(&self) -> String;
 

@@ -1175,3 +1175,40 @@ fn hot_paths_make_few_host_calls() {
         assert_eq!(c.1.into_inner(), expected, "{what}");
     }
 }
+
+#[test]
+fn credentials_are_split_and_trimmed_as_bytes() {
+    assert_eq!(super::trim_blanks(b" \t tok \t"), b"tok");
+    assert_eq!(super::trim_blanks(b"\t \t"), b"");
+    assert_eq!(super::trim_blanks(b"a b"), b"a b");
+    // A form feed is not whitespace here (Go refuses it in a header value anyway).
+    assert_eq!(super::trim_blanks(b"\x0ctok"), b"\x0ctok");
+    let w = World::new(json!({}));
+    let cfg = Config::parse(
+        w.cfg.to_string().as_bytes(),
+        &|_| None,
+        &|_| Err(std::io::ErrorKind::NotFound.into()),
+        Platform {
+            bridge_present: true,
+        },
+    )
+    .unwrap();
+    let b = cfg.bearer.clone().unwrap();
+    let one = |v: &'static [u8]| super::credential(&[v], &b);
+    assert!(matches!(one(b"Bearer  abc "), Ok(Some((super::Scheme::Bearer, t))) if t == b"abc"));
+    assert!(matches!(one(b"bEaReR abc"), Ok(Some((super::Scheme::Bearer, t))) if t == b"abc"));
+    assert!(matches!(one(b"Basic abc"), Ok(None)));
+    assert!(matches!(
+        one(b"Bearer"),
+        Err(super::Refusal::InvalidRequest(_))
+    ));
+    assert!(
+        matches!(one(b"Bearer \xff\xfe"), Ok(Some((super::Scheme::Bearer, t))) if t == b"\xff\xfe")
+    );
+    assert!(matches!(
+        super::credential(&[b"Bearer a", b"Bearer b"], &b),
+        Err(super::Refusal::InvalidRequest(_))
+    ));
+    // Not text: refused as a b64token once made text, never a panic.
+    assert!(super::check_b64token(&super::text(b"ab\xffcd")).is_err());
+}
