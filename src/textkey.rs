@@ -184,7 +184,7 @@ pub fn is_ascii(b: &[u8]) -> bool {
     for w in words {
         seen |= word_at(w, 0);
     }
-    seen & HIGH == 0 && tail.iter().all(|c| *c < 0x80)
+    (seen | tail_word(tail)) & HIGH == 0
 }
 
 /// The position of the first `needle` in `hay`, read as 64-bit words (SWAR: a word holds the
@@ -233,6 +233,33 @@ pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .iter()
         .position(|c| *c == needle)
         .map(|i| at + i)
+}
+
+/// The position of the first byte of `hay` that is `a` or `b`, read as 64-bit words as
+/// [`find_byte`] does (for short texts such as a request target: no vector pass).
+pub fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (sa, sb) = (
+        LOW.wrapping_mul(u64::from(a)),
+        LOW.wrapping_mul(u64::from(b)),
+    );
+    // Each term is exact for its lowest zero byte, so the lowest bit of their union is the first
+    // byte that is either.
+    let zeros = |w: u64| {
+        let (x, y) = (w ^ sa, w ^ sb);
+        (x.wrapping_sub(LOW) & !x & HIGH) | (y.wrapping_sub(LOW) & !y & HIGH)
+    };
+    let (whole, tail) = words(hay);
+    let mut at = 0;
+    for w in whole {
+        let z = zeros(w);
+        if z != 0 {
+            return Some(at + (z.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    tail.iter().position(|c| *c == a || *c == b).map(|i| at + i)
 }
 
 /// The 16-byte blocks of [`same`], [`is_ascii`] and [`find_byte`] as wasm SIMD vectors, in a
@@ -429,6 +456,42 @@ mod tests {
                 }
                 h[i] = 0x80 | b';';
                 assert_eq!(find_byte(&h, b';'), h.iter().position(|c| *c == b';'));
+            }
+        }
+    }
+
+    #[test]
+    fn find_either_is_the_first_of_both() {
+        let naive = |h: &[u8]| h.iter().position(|c| *c == b'?' || *c == b'#');
+        for len in [0usize, 1, 7, 8, 9, 16, 17, 33, 200] {
+            let hay: Vec<u8> = (0..len).map(|i| b'a' + (i % 20) as u8).collect();
+            assert_eq!(find_either(&hay, b'?', b'#'), None);
+            for i in 0..len {
+                for j in i..len.min(i + 10) {
+                    for (x, y) in [(b'?', b'#'), (b'#', b'?'), (b'?', b'?'), (b'#', b'#')] {
+                        let mut h = hay.clone();
+                        h[j] = y;
+                        h[i] = x;
+                        assert_eq!(find_either(&h, b'?', b'#'), Some(i), "len {len} {i} {j}");
+                    }
+                }
+                // Neighbouring values and high bytes never match (no borrow across bytes).
+                for v in [
+                    b'?' - 1,
+                    b'?' + 1,
+                    b'#' - 1,
+                    b'#' + 1,
+                    0x80 | b'?',
+                    0x80 | b'#',
+                    0,
+                ] {
+                    let mut h = hay.clone();
+                    h[i] = v;
+                    if i + 1 < len {
+                        h[i + 1] = b'#';
+                    }
+                    assert_eq!(find_either(&h, b'?', b'#'), naive(&h), "len {len} {i} {v}");
+                }
             }
         }
     }
