@@ -20,8 +20,7 @@
 //! mean of the A phases either side of it gives one ratio; the table has their median and
 //! quartiles, and total over total.
 //!
-//! Usage: `bench [--secs N] [--warmup N] [--reps N] [--conns N] [--threads N] [--only name,name]
-//! [--interleave SECS] [--phase-ms MS]`
+//! Usage: see [`USAGE`] (`bench --help`).
 //!
 //! A/B of two builds: with `OIDC_GUARD_BENCH_B=<plugin folder>` (a `plugin.wasm` and its
 //! `.traefik.yml`), the memory-mode scenarios also run on a second Traefik loading that folder,
@@ -56,6 +55,30 @@ struct Args {
     calibrate: bool,
 }
 
+const USAGE: &str = "usage: bench [--secs N] [--warmup N] [--reps N] [--conns N] [--threads N]
+             [--only name,name] [--interleave SECS] [--phase-ms MS] [--calibrate]
+  --secs N          seconds per measured wrk run (default 5)
+  --warmup N        unmeasured seconds before each run (default 1)
+  --reps N          paired runs per scenario, alternating order (default 3; 0: interleaved only)
+  --conns, --threads  wrk connections and threads (default 32, 2)
+  --only a,b        only these scenarios (and their baselines)
+  --interleave SECS one interleaved load per scenario (default 30; 0 skips it)
+  --phase-ms MS     phase length of the interleaved load (default 500, at least 50)
+  --calibrate       also interleave each baseline with itself (an A/A check of the method)
+environment: OIDC_GUARD_WASM (plugin), OIDC_GUARD_BENCH_B (a second plugin folder, A/B),
+  OIDC_GUARD_TRAEFIK_PPROF=1 (Go CPU profiles into target/pprof/)";
+
+/// The value after an option, as a number; a missing or malformed one ends the run with usage.
+fn number<T: std::str::FromStr>(option: &str, value: Option<&String>) -> T {
+    match value.map(|v| v.parse()) {
+        Some(Ok(n)) => n,
+        _ => {
+            eprintln!("bench: {option} needs a number\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn args() -> Args {
     let mut a = Args {
         secs: 5,
@@ -71,21 +94,32 @@ fn args() -> Args {
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
-        let next = v.get(i + 1).cloned().unwrap_or_default();
-        match v[i].as_str() {
-            "--secs" => a.secs = next.parse().unwrap_or(a.secs),
-            "--warmup" => a.warmup = next.parse().unwrap_or(a.warmup),
-            "--reps" => a.reps = next.parse().unwrap_or(a.reps),
-            "--conns" => a.conns = next.parse().unwrap_or(a.conns),
-            "--threads" => a.threads = next.parse().unwrap_or(a.threads),
-            "--only" => a.only = Some(next.split(',').map(str::to_string).collect()),
-            "--interleave" => a.interleave = next.parse().unwrap_or(a.interleave),
-            "--phase-ms" => a.phase_ms = next.parse().unwrap_or(a.phase_ms).max(50),
+        let opt = v[i].as_str();
+        let next = v.get(i + 1);
+        match opt {
+            "--secs" => a.secs = number(opt, next),
+            "--warmup" => a.warmup = number(opt, next),
+            "--reps" => a.reps = number(opt, next),
+            "--conns" => a.conns = number(opt, next),
+            "--threads" => a.threads = number(opt, next),
+            "--only" => {
+                let names = next.map(String::as_str).unwrap_or_default();
+                a.only = Some(names.split(',').map(str::to_string).collect());
+            }
+            "--interleave" => a.interleave = number(opt, next),
+            "--phase-ms" => a.phase_ms = number::<u32>(opt, next).max(50),
             "--calibrate" => {
                 a.calibrate = true;
                 i -= 1;
             }
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("bench: unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
         i += 2;
     }
