@@ -9,6 +9,10 @@ mkdir -p target/bench
 export OIDC_GUARD_WASM="$PWD/dist/oidc-guard/plugin.wasm"
 export OIDC_GUARD_BRIDGE_WASM="$PWD/dist/oidc-guard-bridge.wasm"
 
+case "${1:-}" in
+  -h|--help) exec cargo run -q --locked -p oidc-guard-testhost --bin bench -- --help ;;
+esac
+
 echo "# Real Traefik 3.7.15 on 127.0.0.1"
 cargo run -q --locked -p oidc-guard-testhost --bin bench -- "$@" | tee target/bench/traefik.md
 
