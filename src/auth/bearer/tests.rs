@@ -86,8 +86,9 @@ impl World {
         self.replica_with(ScriptedFetch::default())
     }
 
-    fn replica_with(&self, fetch: ScriptedFetch) -> Plugin {
-        let cfg = Config::parse(
+    /// The world's configuration, parsed.
+    fn config(&self) -> Config {
+        Config::parse(
             self.cfg.to_string().as_bytes(),
             &|_| None,
             &|_| Err(std::io::ErrorKind::NotFound.into()),
@@ -95,7 +96,11 @@ impl World {
                 bridge_present: true,
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn replica_with(&self, fetch: ScriptedFetch) -> Plugin {
+        let cfg = self.config();
         let parts = Parts {
             clock: self.clock.clone(),
             l2: Some(Box::new(self.fake.sharing())),
@@ -1183,16 +1188,7 @@ fn credentials_are_split_and_trimmed_as_bytes() {
     assert_eq!(super::trim_blanks(b"a b"), b"a b");
     // A form feed is not whitespace here (Go refuses it in a header value anyway).
     assert_eq!(super::trim_blanks(b"\x0ctok"), b"\x0ctok");
-    let w = World::new(json!({}));
-    let cfg = Config::parse(
-        w.cfg.to_string().as_bytes(),
-        &|_| None,
-        &|_| Err(std::io::ErrorKind::NotFound.into()),
-        Platform {
-            bridge_present: true,
-        },
-    )
-    .unwrap();
+    let cfg = World::new(json!({})).config();
     let b = cfg.bearer.clone().unwrap();
     let one = |v: &'static [u8]| super::credential(&[v], &b);
     assert!(matches!(one(b"Bearer  abc "), Ok(Some((super::Scheme::Bearer, t))) if t == b"abc"));
