@@ -69,7 +69,7 @@ environment: OIDC_GUARD_WASM (plugin), OIDC_GUARD_BENCH_B (a second plugin folde
   OIDC_GUARD_TRAEFIK_PPROF=1 (Go CPU profiles into target/pprof/)";
 
 /// The value after an option, as a number; a missing or malformed one ends the run with usage.
-fn number<T: std::str::FromStr>(option: &str, value: Option<&String>) -> T {
+fn number<T: std::str::FromStr>(option: &str, value: Option<String>) -> T {
     match value.map(|v| v.parse()) {
         Some(Ok(n)) => n,
         _ => {
@@ -91,27 +91,22 @@ fn args() -> Args {
         phase_ms: 500,
         calibrate: false,
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let opt = v[i].as_str();
-        let next = v.get(i + 1);
+    let mut v = std::env::args().skip(1);
+    while let Some(opt) = v.next() {
+        let opt = opt.as_str();
         match opt {
-            "--secs" => a.secs = number(opt, next),
-            "--warmup" => a.warmup = number(opt, next),
-            "--reps" => a.reps = number(opt, next),
-            "--conns" => a.conns = number(opt, next),
-            "--threads" => a.threads = number(opt, next),
+            "--secs" => a.secs = number(opt, v.next()),
+            "--warmup" => a.warmup = number(opt, v.next()),
+            "--reps" => a.reps = number(opt, v.next()),
+            "--conns" => a.conns = number(opt, v.next()),
+            "--threads" => a.threads = number(opt, v.next()),
             "--only" => {
-                let names = next.map(String::as_str).unwrap_or_default();
+                let names = v.next().unwrap_or_default();
                 a.only = Some(names.split(',').map(str::to_string).collect());
             }
-            "--interleave" => a.interleave = number(opt, next),
-            "--phase-ms" => a.phase_ms = number::<u32>(opt, next).max(50),
-            "--calibrate" => {
-                a.calibrate = true;
-                i -= 1;
-            }
+            "--interleave" => a.interleave = number(opt, v.next()),
+            "--phase-ms" => a.phase_ms = number::<u32>(opt, v.next()).max(50),
+            "--calibrate" => a.calibrate = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -121,7 +116,6 @@ fn args() -> Args {
                 std::process::exit(2);
             }
         }
-        i += 2;
     }
     a
 }
@@ -577,12 +571,13 @@ fn interleaved(a: &Args, groups: &[Group]) {
             }
             let q = r.ratios();
             let quartiles = quartiles(&q);
+            let overall = r.overall();
             eprintln!(
                 "  interleaved {:<14} {} B phases, median {:.3}, total over total {:.3}",
                 s.name,
                 q.len(),
                 quartiles.1,
-                r.overall()
+                overall
             );
             println!(
                 "| {} | {} | {} | {:.3} [{:.3}–{:.3}] | {:.3} | {} |",
@@ -592,7 +587,7 @@ fn interleaved(a: &Args, groups: &[Group]) {
                 quartiles.1,
                 quartiles.0,
                 quartiles.2,
-                r.overall(),
+                overall,
                 r.non2xx
             );
         }
