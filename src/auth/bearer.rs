@@ -464,24 +464,23 @@ fn authenticate_with(
         Err(r) => return refuse(g, r, b.dpop.enabled),
     };
     let now_ms = g.clock.now_ms();
-    let result = match g.bearer.cached(token, now_ms) {
+    let hit = g.bearer.cached(token, now_ms);
+    let missed;
+    let (token, verdict) = match &hit {
         Some(hit) => {
             g.bearer.counters.cache_hits += 1;
-            authenticate_token(g, req, b, scheme, &hit.token, Ok(Rc::clone(&hit.verdict)))
-                .map(|p| (p, access_token(cfg, &hit.token)))
+            (&hit.token[..], Ok(Rc::clone(&hit.verdict)))
         }
         None => {
-            let token = text(token);
-            let verdict = verify_now(g, b, &token, now_ms);
-            authenticate_token(g, req, b, scheme, &token, verdict)
-                .map(|p| (p, access_token(cfg, &token)))
+            missed = text(token);
+            (&missed[..], verify_now(g, b, &missed, now_ms))
         }
     };
-    match result {
-        Ok((principal, access_token)) => Outcome::Authenticated(Identity {
+    match authenticate_token(g, req, b, scheme, token, verdict) {
+        Ok(principal) => Outcome::Authenticated(Identity {
             principal,
             via: Via::Bearer,
-            access_token,
+            access_token: access_token(cfg, token),
         }),
         Err(r) => refuse(g, r, b.dpop.enabled),
     }
