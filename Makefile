@@ -41,6 +41,8 @@ lint:
 	$(CARGO) clippy --locked -p oidc-guard --target $(WASM_TARGET) --bin oidc-guard -- -D warnings
 	$(CARGO) clippy --locked -p oidc-guard --target $(WASM_TARGET) --bin oidc-guard \
 		--no-default-features --features bridge -- -D warnings
+	$(CARGO) clippy --locked -p oidc-guard-test-guests -p oidc-guard-test-guests-traefik \
+		--target $(WASM_TARGET) --bins -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

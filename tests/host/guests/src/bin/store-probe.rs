@@ -32,9 +32,9 @@ mod guest {
     use std::time::Duration;
 
     use oidc_guard::abi::handler::{host_config, host_log, WasmExchange};
-    use oidc_guard::clock::{Clock, SystemClock};
+    use oidc_guard::clock::SystemClock;
     use oidc_guard::config::{Config, Platform};
-    use oidc_guard::http::{Exchange, LogLevel};
+    use oidc_guard::http::LogLevel;
     use oidc_guard::plugin::{Guard, Parts};
     use oidc_guard::store::{Class, Namespace, SetOutcome, StoreError};
     use serde_json::{json, Value};
