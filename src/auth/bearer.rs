@@ -311,7 +311,12 @@ impl BearerState {
         }
     }
 
-    fn validation_for(&mut self, issuer: &str, b: &Bearer) -> Rc<AccessTokenValidation> {
+    fn validation_for(
+        &mut self,
+        issuer: &str,
+        b: &Bearer,
+        login_client: Option<&str>,
+    ) -> Rc<AccessTokenValidation> {
         if let Some((iss, v)) = &self.validation {
             if iss == issuer {
                 return Rc::clone(v);
@@ -323,8 +328,11 @@ impl BearerState {
         }
         // RFC 9068 §4: `typ: at+jwt` when required; otherwise ID tokens (and logout tokens) are
         // still told apart by their claims (see AccessTokenValidation).
-        let v =
-            Rc::new(AccessTokenValidation::new(base).require_at_jwt(b.require_access_token_type));
+        let v = Rc::new(
+            AccessTokenValidation::new(base)
+                .require_at_jwt(b.require_access_token_type)
+                .login_client(login_client),
+        );
         self.validation = Some((issuer.to_string(), Rc::clone(&v)));
         v
     }
@@ -649,7 +657,8 @@ fn verify_now(g: &mut Guard, b: &Bearer, token: &str, now_ms: u64) -> Result<Rc<
         let (provider, mut deps) = g.provider_deps();
         provider.issuer(&mut deps).map_err(provider_refusal)?
     };
-    let validation = g.bearer.validation_for(&issuer, b);
+    let login_client = g.cfg.browser.as_ref().map(|br| br.client.id.as_str());
+    let validation = g.bearer.validation_for(&issuer, b, login_client);
     let now_s = now_ms / 1000;
     g.bearer.counters.verifications += 1;
     let result = {

@@ -123,6 +123,9 @@ pub enum JwtError {
     NonceMismatch,
     /// The ID token's `azp` is not our client ID.
     AzpMismatch,
+    /// A token presented as an access token that is an ID token of the login client: not typed
+    /// `at+jwt`, `aud` holds the client ID, and no `client_id`, `scope` or `scp` claim.
+    IdTokenAsAccessToken,
     /// A DPoP proof was refused.
     Dpop(DpopError),
 }
@@ -185,6 +188,10 @@ impl fmt::Display for JwtError {
             JwtError::WrongType => f.write_str("typ header does not fit this kind of token"),
             JwtError::NonceMismatch => f.write_str("nonce differs from the one sent"),
             JwtError::AzpMismatch => f.write_str("azp is not this client"),
+            JwtError::IdTokenAsAccessToken => f.write_str(
+                "an ID token of the login client is not an access token (aud is the client ID, \
+                 typ is not at+jwt, no client_id, scope or scp claim)",
+            ),
             JwtError::Dpop(e) => write!(f, "DPoP proof: {e}"),
         }
     }

@@ -1592,6 +1592,55 @@ fn id_token_presented_as_access_token_is_refused() {
     assert_eq!(v.verify(&tok, &keys, NOW).unwrap_err(), JwtError::WrongType);
 }
 
+/// An ID token from a refresh carries no `nonce` (OIDC Core 12.2) and often no `at_hash`; with
+/// the client ID as a bearer audience (the default when browser login is on), only the claims an
+/// access token has and an ID token has not tell the two apart (RFC 8725 §3.11).
+#[test]
+fn an_id_token_without_nonce_is_refused_for_the_login_client() {
+    let r = rsa();
+    let keys = jwks(&[&r]);
+    let refreshed = with(
+        with(without(id_claims(), "nonce"), "sid", json!("s-1")),
+        "auth_time",
+        json!(NOW - 100),
+    );
+    let v = AccessTokenValidation::new(base().audience(CLIENT)).login_client(Some(CLIENT));
+    for h in [json!({"typ": "JWT"}), json!({})] {
+        let tok = token_with("RS256", &r, h.clone(), &refreshed);
+        assert_eq!(
+            v.verify(&tok, &keys, NOW).unwrap_err(),
+            JwtError::IdTokenAsAccessToken,
+            "{h}"
+        );
+    }
+    // Without the login client, the same token passes (the rule has nothing to compare with):
+    // that is what the rule closes.
+    let open = AccessTokenValidation::new(base().audience(CLIENT));
+    let tok = token_with("RS256", &r, json!({"typ": "JWT"}), &refreshed);
+    assert!(open.verify(&tok, &keys, NOW).is_ok());
+    // An access token for the client ID is one when it says so: typed at+jwt, or with an access
+    // token's claim.
+    let tok = token_with("RS256", &r, json!({"typ": "at+jwt"}), &refreshed);
+    assert!(v.verify(&tok, &keys, NOW).is_ok());
+    for (name, value) in [
+        ("client_id", json!("cli")),
+        ("scope", json!("read")),
+        ("scp", json!(["read"])),
+    ] {
+        let tok = token_with(
+            "RS256",
+            &r,
+            json!({"typ": "JWT"}),
+            &with(refreshed.clone(), name, value),
+        );
+        assert!(v.verify(&tok, &keys, NOW).is_ok(), "{name}");
+    }
+    // A token for another audience is not concerned.
+    let v = AccessTokenValidation::new(base()).login_client(Some(CLIENT));
+    let other = without(without(at_claims(), "client_id"), "scope");
+    assert!(v.verify(&token("RS256", &r, &other), &keys, NOW).is_ok());
+}
+
 #[test]
 fn access_token_exposes_cnf_jkt() {
     let r = rsa();

@@ -392,13 +392,18 @@ impl IdTokenValidation {
 ///   (RFC 9068 §4), which ID tokens never carry;
 /// - without it, `typ` must be absent, `JWT` or `at+jwt`, and a token carrying `nonce`, `at_hash`,
 ///   `c_hash` or `s_hash` (claims only ID tokens have, OIDC Core 2 and 3.3.2.11) or `events` (a
-///   logout or security event token) is refused. An ID token's `aud` is the OIDC client ID: it
-///   matches no bearer audience unless the operator configured the client ID as one, in which
-///   case the claim rules above still tell the two apart.
+///   logout or security event token) is refused. An ID token's `aud` is the OIDC client ID, and
+///   `bearer.audience` defaults to that client ID; an ID token needs no `nonce` (OIDC Core 12.2:
+///   one from a refresh should not carry it) and `at_hash` is optional. So with
+///   [`AccessTokenValidation::login_client`] set, a token not typed `at+jwt` whose `aud` holds
+///   the login client's ID must also carry a claim ID tokens do not: `client_id` (required by
+///   RFC 9068 §2.2), `scope` or `scp` (RFC 8725 §3.11: one kind of JWT must not be taken for
+///   another).
 #[derive(Debug, Clone)]
 pub struct AccessTokenValidation {
     base: Validation,
     require_at_jwt: bool,
+    login_client: Option<String>,
 }
 
 impl AccessTokenValidation {
@@ -407,7 +412,15 @@ impl AccessTokenValidation {
         AccessTokenValidation {
             base,
             require_at_jwt: false,
+            login_client: None,
         }
+    }
+
+    /// The client ID of the browser login, whose ID tokens are refused as access tokens.
+    #[must_use]
+    pub fn login_client(mut self, client_id: Option<&str>) -> Self {
+        self.login_client = client_id.map(str::to_string);
+        self
     }
 
     /// Requires `typ: at+jwt` (or `application/at+jwt`).
@@ -424,8 +437,12 @@ impl AccessTokenValidation {
     /// [`JwtError::UnexpectedClaim`] for an ID token or other kind of JWT.
     pub fn verify(&self, token: &str, keys: &Jwks, now: u64) -> Result<Claims, JwtError> {
         let require = self.require_at_jwt;
+        let typed = std::cell::Cell::new(false);
         let v = self.base.verify_typed(token, keys, now, |typ| match typ {
-            Some(t) if typ_is(t, "at+jwt") => true,
+            Some(t) if typ_is(t, "at+jwt") => {
+                typed.set(true);
+                true
+            }
             Some(_) if require => false,
             None => !require,
             Some(t) => typ_is(t, "jwt"),
@@ -434,6 +451,18 @@ impl AccessTokenValidation {
         for name in ["nonce", "at_hash", "c_hash", "s_hash", "events"] {
             if c.get(name).is_some() {
                 return Err(JwtError::UnexpectedClaim(name));
+            }
+        }
+        // RFC 8725 §3.11, RFC 9068 §4: an untyped token for the login client is an ID token
+        // unless it carries an access token's claim (see the type's documentation).
+        if let Some(client) = self.login_client.as_deref() {
+            if !typed.get()
+                && c.aud().contains(&client)
+                && !["client_id", "scope", "scp"]
+                    .iter()
+                    .any(|n| c.get(n).is_some())
+            {
+                return Err(JwtError::IdTokenAsAccessToken);
             }
         }
         Ok(c)

@@ -564,6 +564,46 @@ fn id_tokens_and_untyped_tokens() {
     );
 }
 
+/// With browser login on, `bearer.audience` defaults to the client ID, which is an ID token's
+/// `aud`: an ID token from a refresh (no `nonce`, no `at_hash`) must still not pass as an access
+/// token (RFC 8725 §3.11), while an access token for the client ID does.
+#[test]
+fn an_id_token_of_the_login_client_is_not_an_access_token() {
+    let mut w = World::new(json!({
+        "authorizationEndpoint": "https://idp.test/auth",
+        "tokenEndpoint": "https://idp.test/token",
+        "clientID": "app",
+        "clientSecret": "s3cret",
+        "sessionEncryptionKey": "first-session-key-0123456789abcdef",
+    }));
+    // The default audience: the client ID.
+    w.cfg["bearer"].as_object_mut().unwrap().remove("audience");
+    let mut p = w.replica();
+    let mut id = w.claims();
+    id["aud"] = json!("app");
+    id["azp"] = json!("app");
+    id["sid"] = json!("s-1");
+    id["auth_time"] = json!(NOW - 100);
+    let refreshed = w.key.sign(json!({"typ": "JWT"}), &id);
+    let ex = get("/api", &format!("Bearer {refreshed}"));
+    assert_invalid_token(&mut p, &ex, "refreshed ID token");
+    let mut access = id.clone();
+    access["scope"] = json!("openid orders");
+    access["jti"] = json!("t-2");
+    let ex = get(
+        "/api",
+        &format!("Bearer {}", w.key.sign(json!({"typ": "JWT"}), &access)),
+    );
+    assert!(p.handle(&ex), "an access token for the client ID");
+    assert_eq!(
+        ex.upstream_header("x-forwarded-user").as_deref(),
+        Some("alice")
+    );
+    access["jti"] = json!("t-3");
+    let ex = get("/api", &format!("Bearer {}", w.token(&access)));
+    assert!(p.handle(&ex), "typed at+jwt");
+}
+
 #[test]
 fn an_unreachable_provider_is_503_not_401() {
     let key = EcKey::generate("k1");
