@@ -627,6 +627,7 @@ impl Guard {
             && req.ex.header("Origin").is_some()
             && req.ex.header("Access-Control-Request-Method").is_some()
         {
+            session::strip_own_cookies(self, req);
             return Step::Forward;
         }
         // excludedURLs: only clean paths can be excluded (encoded slashes, backslashes and
@@ -638,6 +639,9 @@ impl Guard {
                 .iter()
                 .any(|prefix| under_prefix(p, prefix))
             {
+                // The sealed session is a credential: whatever serves a public path (a static
+                // server, a CDN origin) must not receive it either.
+                session::strip_own_cookies(self, req);
                 return Step::Forward;
             }
         }
@@ -796,9 +800,9 @@ impl Guard {
                 None => {}
             }
         }
-        if identity.via == Via::Session {
-            session::prepare_upstream(self, req, &identity);
-        }
+        // Also after a bearer token: a browser signed in here sends its session cookie along
+        // with an API call too.
+        session::strip_own_cookies(self, req);
         Step::Forward
     }
 

@@ -302,7 +302,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
       "Refresh the tokens this long before they expire.")
         .aka(&["refreshGracePeriodSeconds"]),
     k("stripAuthCookies", Kind::Bool, Def::Value("true"),
-      "Remove oidc-guard's own cookies from the request forwarded to the backend."),
+      "Remove oidc-guard's own cookies from every request forwarded to the backend (authenticated, excluded path, CORS preflight)."),
     // --- policy
     k("allowedUsers", Kind::List, Def::None,
       "Only these users (values of `userIdentifierClaim`, or a verified `email`) are allowed. Given but empty is an error, never \"allow everyone\"."),
@@ -329,7 +329,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("bearer.enabled", Kind::Bool, Def::Value("false"),
       "Accept `Authorization: Bearer` JWT access tokens (RFC 9068) for APIs."),
     k("bearer.audience", Kind::List, Def::Derived("`clientID`"),
-      "Accepted `aud` value(s); required when there is no `clientID`.")
+      "Accepted `aud` value(s); required when there is no `clientID`. A token whose `aud` holds the `clientID` must be typed `at+jwt` or carry `client_id`, `scope` or `scp`: otherwise it is the login client's ID token (one from a refresh has no `nonce`), refused.")
         .aka(&["audience"]),
     k("bearer.oneTimeTokens", Kind::Bool, Def::Value("false"),
       "Each token's `jti` may be used once in the whole cluster (needs a shared L2)."),

@@ -378,6 +378,62 @@ fn authorization_request_follows_oidc_core_and_rfc7636() {
     assert_eq!(jar.0.len(), 2);
 }
 
+/// The sealed session is a credential: no request the plugin forwards carries it, whether its
+/// session authenticated it or not (an excluded path, a CORS preflight).
+#[test]
+fn own_cookies_never_reach_the_backend() {
+    let (mut p, idp, clock, mut jar) = setup(json!({
+        "excludedURLs": ["/public"],
+        "skipAuthPreflight": true,
+        "bearer": {"enabled": true},
+    }));
+    let cb = login(&mut p, &mut jar, &idp, &clock, "/app", None, 300);
+    assert_eq!(cb.status, Some(302), "{}", cb.body);
+    jar.set("other", "kept");
+    let public = nav(&mut p, &mut jar, "/public/x");
+    let mut claims = Idp::claims("-", clock.now_ms() / 1000);
+    claims.as_object_mut().unwrap().remove("nonce");
+    claims["scope"] = json!("openid");
+    let api = send(
+        &mut p,
+        &mut jar,
+        FakeExchange::get("/api").with("Authorization", &format!("Bearer {}", idp.sign(&claims))),
+    );
+    let mut preflight = FakeExchange::get("/api")
+        .with("Origin", "https://x.test")
+        .with("Access-Control-Request-Method", "GET");
+    preflight.method = "OPTIONS".into();
+    let preflight = send(&mut p, &mut jar, preflight);
+    let app = nav(&mut p, &mut jar, "/app");
+    for (what, s) in [
+        ("excluded", public),
+        ("preflight", preflight),
+        ("session", app),
+        ("bearer", api),
+    ] {
+        assert!(s.forwarded, "{what}");
+        assert_eq!(
+            s.ex.upstream_header("cookie").as_deref(),
+            Some("other=kept"),
+            "{what}"
+        );
+    }
+    // Only ours: the header goes.
+    jar.0.retain(|(k, _)| k != "other");
+    let s = nav(&mut p, &mut jar, "/public/y");
+    assert!(s.forwarded);
+    assert_eq!(s.ex.upstream_header("cookie"), None);
+    // stripAuthCookies: false forwards them as sent.
+    let (mut p, idp, clock, mut jar) =
+        setup(json!({"excludedURLs": ["/public"], "stripAuthCookies": false}));
+    login(&mut p, &mut jar, &idp, &clock, "/app", None, 300);
+    let s = nav(&mut p, &mut jar, "/public/x");
+    assert!(s
+        .ex
+        .upstream_header("cookie")
+        .is_some_and(|c| c.contains("_oidc_guard_session=")));
+}
+
 #[test]
 fn full_login_then_session_then_logout() {
     let (mut p, idp, clock, mut jar) = setup(json!({"claimHeaders": {"X-Email": "email"}}));

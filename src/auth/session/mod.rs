@@ -420,11 +420,11 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     })
 }
 
-/// Adjusts the forwarded request of an authenticated session: removes oidc-guard's own cookies
-/// (session and its chunks, the ID token cookie, login flows) from the `Cookie` header when
-/// `stripAuthCookies` (default). (The access token, when forwarded, is set with the identity
-/// headers.)
-pub fn prepare_upstream(g: &mut Guard, req: &mut Req<'_>, _identity: &Identity) {
+/// Removes oidc-guard's own cookies (session and its chunks, the ID token cookie, login flows)
+/// from the `Cookie` header of a request forwarded to the backend, when browser login is on and
+/// `stripAuthCookies` (default): after a session or a bearer token, and on excluded paths and
+/// CORS preflights. (The access token, when forwarded, is set with the identity headers.)
+pub fn strip_own_cookies(g: &mut Guard, req: &mut Req<'_>) {
     let Some(b) = g.cfg.browser.as_ref() else {
         return;
     };

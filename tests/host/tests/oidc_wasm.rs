@@ -137,6 +137,13 @@ fn login_session_rotation_refusals_and_logout_in_the_guest() {
         let ex = mw.send(Request::get("/public/x"));
         public_times.push(ex.timing.handle_request);
     }
+    // An excluded path does not get the sealed session either: it is a credential.
+    let ex = mw.send(Request::get("/public/x").header("Cookie", &format!("{cookie}; other=kept")));
+    assert_eq!(ex.status, 200, "{}", ex.text());
+    assert_eq!(
+        ex.upstream.as_ref().and_then(|u| u.header("cookie")),
+        Some("other=kept")
+    );
     let (sess_us, pub_us) = (median_us(session_times), median_us(public_times));
     eprintln!("handle_request median: valid session {sess_us:.1} µs, excluded path {pub_us:.1} µs (wasmtime, debug host)");
     if let Some(ops) = session_ops {
@@ -615,6 +622,49 @@ fn algorithms_expiry_and_minted_id_tokens() {
         );
     }
     assert_eq!(sidp.token_requests.lock().unwrap().len(), 7);
+
+    // With bearer tokens on as well, the bearer audience is the client ID by default: an ID
+    // token from a refresh (no nonce, no at_hash) is still no access token (RFC 8725 §3.11); an
+    // access token for the client ID is.
+    let mw = build(
+        guests::Artifact::Traefik,
+        &guard(
+            &sidp.issuer(),
+            "app",
+            "s",
+            json!({"bearer": {"enabled": true}}),
+        ),
+        None,
+    );
+    let id = json!({"iss": sidp.issuer(), "aud": "app", "azp": "app", "sub": "alice", "sid": "s-1",
+                    "auth_time": now - 60, "iat": now, "exp": now + 300});
+    let api = |token: &str| {
+        mw.send(
+            Request::get("/api/orders")
+                .header("Accept", "application/json")
+                .header("Authorization", &format!("Bearer {token}")),
+        )
+    };
+    let ex = api(&sidp.key.sign(&id));
+    assert!(ex.trap.is_none(), "{:?}", ex.trap);
+    assert_eq!(
+        ex.status,
+        401,
+        "a refreshed ID token as a bearer: {}",
+        ex.text()
+    );
+    assert!(ex.upstream.is_none());
+    let mut access = id.clone();
+    access["scope"] = json!("openid orders");
+    let ex = api(&sidp.key.sign(&access));
+    assert_eq!(
+        ex.status,
+        200,
+        "an access token for the client ID: {}",
+        ex.text()
+    );
+    let up = ex.upstream.as_ref().unwrap();
+    assert_eq!(up.header("x-forwarded-user"), Some("alice"));
 }
 
 /// Sends `OIDC_GUARD_PROFILE_N` (default 200 000) valid-session requests to one middleware, for
