@@ -475,6 +475,47 @@ fn refused_tokens_are_remembered_briefly() {
     assert_invalid_token(&mut p, &get("/api", &format!("Bearer {forged}")), "forged");
 }
 
+/// Junk refused before any signature check is not remembered: refusing it again costs less than
+/// an entry, and a flood of it must not fill (and churn) the refused-token cache.
+#[test]
+fn refusals_before_the_signature_are_not_remembered() {
+    let w = World::new(json!({}));
+    let mut p = w.replica();
+    let hs = format!(
+        "{}.{}.c2ln",
+        b64(br#"{"alg":"HS256","typ":"at+jwt"}"#),
+        b64(w.claims().to_string().as_bytes())
+    );
+    for t in ["junk", "a.b.c", hs.as_str()] {
+        for _ in 0..3 {
+            assert_invalid_token(&mut p, &get("/api", &format!("Bearer {t}")), t);
+        }
+    }
+    let c = counters(&mut p);
+    assert_eq!(c.refused_cached, 0, "{c:?}");
+}
+
+/// A full map evicts an eighth of its entries at once, so the next inserts find room without a
+/// pass over the map.
+#[test]
+fn a_full_cache_evicts_in_batches() {
+    let mut m = super::TtlMap::<[u8; 32], u32>::new(64, 1 << 20);
+    for i in 0..64u8 {
+        assert!(m.insert([i; 32], 0, 10_000 + u64::from(i), 10, 0));
+    }
+    assert_eq!(m.len(), 64);
+    assert!(m.insert([200; 32], 0, 20_000, 10, 0));
+    assert_eq!(m.len(), 64 - 8 + 1, "eight evicted, one added");
+    for i in 0..8u8 {
+        assert_eq!(m.get(&[i; 32], 0), None, "the soonest-expiring went");
+    }
+    assert_eq!(m.get(&[8; 32], 0), Some(0));
+    for i in 0..7u8 {
+        assert!(m.insert([210 + i; 32], 0, 20_000, 10, 0));
+    }
+    assert_eq!(m.len(), 64, "room for seven more without evicting");
+}
+
 #[test]
 fn unknown_kid_refusals_are_not_remembered() {
     let w = World::new(json!({}));
