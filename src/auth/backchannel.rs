@@ -135,10 +135,8 @@ fn logout(g: &mut Guard, req: &Req<'_>) -> Result<String, LogoutError> {
     }
     let body = req.ex.read_body(MAX_BODY).ok_or(LogoutError::TooLarge)?;
     let body = String::from_utf8(body).map_err(|_| LogoutError::MissingToken)?;
-    let mut tokens = form::parse(&body)
-        .into_iter()
-        .filter(|(k, _)| k == "logout_token")
-        .map(|(_, v)| v);
+    // Exactly one `logout_token`, wherever it is in the body (RFC 6749 §3.1).
+    let mut tokens = form::all(&body, "logout_token").into_iter();
     let token = match (tokens.next(), tokens.next()) {
         (Some(t), None) if !t.is_empty() => t,
         _ => return Err(LogoutError::MissingToken),

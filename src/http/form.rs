@@ -47,6 +47,23 @@ pub fn value(s: &str, key: &str) -> Option<String> {
     parse(s).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
+/// Every value of `key` in a query or form string, in order, however many pairs come before:
+/// for the checks that a parameter is there exactly once (RFC 6749 §3.1: "parameters MUST NOT
+/// be included more than once"), which [`parse`]'s 256-pair cap must not blind.
+pub fn all(s: &str, key: &str) -> Vec<String> {
+    s.split('&')
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let same = if k.contains(['%', '+']) {
+                decode(k) == key
+            } else {
+                k == key
+            };
+            same.then(|| decode(v))
+        })
+        .collect()
+}
+
 /// Decodes `%XX` and `+`.
 pub fn decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -106,5 +123,17 @@ mod tests {
         assert_eq!(p[1], ("x y".into(), "é".into()));
         assert_eq!(value("a=1&b=2+3", "b").as_deref(), Some("2 3"));
         assert_eq!(decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn all_sees_every_pair() {
+        let filler = "a=1&".repeat(300);
+        let s = format!("{filler}t=x&logout%5Ftoken=2&b=3&t=y%20z");
+        assert_eq!(parse(&s).len(), 256);
+        assert_eq!(value(&s, "t"), None, "beyond parse's cap");
+        assert_eq!(all(&s, "t"), vec!["x".to_string(), "y z".to_string()]);
+        assert_eq!(all(&s, "logout_token"), vec!["2".to_string()]);
+        assert!(all(&s, "c").is_empty());
+        assert_eq!(all("t&t=", "t"), vec![String::new(), String::new()]);
     }
 }

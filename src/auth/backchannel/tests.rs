@@ -238,11 +238,23 @@ fn invalid_requests_are_refused() {
         "logout_token=".into(),
         format!("{}&{}", form_of(&t), form_of(&t)),
         "other=1".into(),
+        // A second token after many other pairs, and one percent-encoded in its name.
+        format!(
+            "{}{}&logout_token=second.value.here",
+            "a=1&".repeat(300),
+            form_of(&t)
+        ),
+        format!("{}&logout%5Ftoken=x.y.z", form_of(&t)),
     ] {
         let ex = post(&b);
         assert_eq!(status(&mut a, &ex), 400, "{}", &b[..b.len().min(40)]);
         assert_eq!(body(&ex).trim(), "{\"error\":\"invalid_request\"}");
     }
+    // The only token, after many other pairs, is found.
+    let mut c = w.claims();
+    c["jti"] = json!("after-many-pairs");
+    let ex = post(&format!("{}{}", "a=1&".repeat(300), form_of(&w.token(&c))));
+    assert_eq!(status(&mut a, &ex), 200, "{}", body(&ex));
     // Charset parameter is fine.
     let ex = post(&form_of(&t));
     ex.headers.borrow_mut().retain(|(k, _)| k != "Content-Type");

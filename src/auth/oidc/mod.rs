@@ -253,7 +253,19 @@ fn complete(
             format!("method {} refused", req.method()),
         ));
     }
-    let query = form::parse(req.query.as_deref().unwrap_or(""));
+    let raw_query = req.query.as_deref().unwrap_or("");
+    // RFC 6749 §3.1: response parameters "MUST NOT be included more than once".
+    if let Some(k) = ["state", "code", "iss"]
+        .into_iter()
+        .find(|k| form::all(raw_query, k).len() > 1)
+    {
+        return Err(fail(
+            400,
+            START_AGAIN,
+            format!("the callback carries `{k}` more than once"),
+        ));
+    }
+    let query = form::parse(raw_query);
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let state = param("state");
 

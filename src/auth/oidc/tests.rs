@@ -750,6 +750,26 @@ fn state_and_code_and_jti_replays_are_refused() {
     assert!(j3.get("_oidc_guard_session").is_none());
 }
 
+/// RFC 6749 §3.1: a callback carrying `state`, `code` or `iss` twice is refused before anything
+/// is sent to the token endpoint, wherever the second copy is.
+#[test]
+fn callback_parameters_given_twice_are_refused() {
+    let (mut p, idp, _clock, mut jar) = setup(json!({}));
+    let auth = start(&mut p, &mut jar, "/a");
+    let state = query(&auth, "state").unwrap();
+    let iss = crate::http::form::encode(ISSUER);
+    let filler = "x=1&".repeat(300);
+    for uri in [
+        format!("/oauth2/callback?code=c&state={state}&iss={iss}&state=other"),
+        format!("/oauth2/callback?code=c&state={state}&iss={iss}&{filler}code=d"),
+        format!("/oauth2/callback?code=c&state={state}&iss={iss}&iss=https%3A%2F%2Fevil.test"),
+    ] {
+        let r = nav(&mut p, &mut jar.clone(), &uri);
+        assert_eq!(r.status, Some(400), "{uri}: {}", r.body);
+    }
+    assert!(idp.net.token_requests().is_empty());
+}
+
 /// An HS256 token (forged with a public value as the secret) and `alg: none`.
 fn forged(claims: &Value, alg: &str) -> String {
     let h = b64(json!({"alg": alg, "kid": "k1"}).to_string().as_bytes());
