@@ -324,6 +324,19 @@ fn path_or_url_values() {
     assert!(value::path_or_url(&json!("//evil.example/cb")).is_err());
     assert!(value::path_or_url(&json!("cb")).is_err());
     assert!(value::path_or_url(&json!("javascript:alert(1)")).is_err());
+    // RFC 6265 §4.1.1: no `;` in what becomes a cookie's Path.
+    for v in [
+        "/cb;Domain=evil.example",
+        "https://app.example.com/cb;Domain=evil.example",
+    ] {
+        let e = value::path_or_url(&json!(v)).unwrap_err();
+        assert!(e.contains("cannot contain ;"), "{v}: {e}");
+    }
+    assert!(value::path(&json!("/;Domain=evil.example")).is_err());
+    for key in ["callbackURL", "logoutURL", "cookiePath"] {
+        let e = err(&login(json!({key: "/x;Domain=evil.example"})));
+        assert_error(&e, key, "cannot contain ;");
+    }
 }
 
 #[test]

@@ -330,6 +330,11 @@ fn check_path(s: &str) -> Result<(), &'static str> {
     if s.contains('?') || s.contains('#') {
         return Err("a path cannot contain ? or #");
     }
+    // RFC 6265 §4.1.1: a cookie's `path-value` has no `;` (one would start another attribute
+    // in the callback's, logout's and cookiePath's Set-Cookie lines).
+    if s.contains(';') {
+        return Err("a path cannot contain ; (it would end a cookie's Path attribute)");
+    }
     Ok(())
 }
 
@@ -379,7 +384,10 @@ pub(crate) fn path_or_url(v: &Value) -> Result<PathOrUrl, String> {
                 describe(v)
             )
         })?;
-        Ok(PathOrUrl::Url(s))
+        let url = PathOrUrl::Url(s);
+        // The path of a URL is a cookie's Path too (the callback's, the logout's).
+        check_path(url.path()).map_err(|why| format!("{why}, found {}", describe(v)))?;
+        Ok(url)
     }
 }
 
