@@ -92,6 +92,8 @@ struct Entry {
     prev: usize,
     /// Towards the tail (less recently used).
     next: usize,
+    /// Never evicted for room while live (see [`L1::put_if_absent_pinned`]).
+    pinned: bool,
 }
 
 impl Entry {
@@ -122,6 +124,9 @@ pub struct L1 {
     /// Counts every change of content (a value stored or replaced, an entry removed, evicted or
     /// reclaimed after expiry); recency updates do not count.
     generation: u64,
+    /// Pinned entries held, and the sum of their sizes.
+    pinned: usize,
+    pinned_bytes: usize,
 }
 
 impl Default for L1 {
@@ -144,6 +149,8 @@ impl L1 {
             sweep_cursor: 0,
             stats: L1Stats::default(),
             generation: 0,
+            pinned: 0,
+            pinned_bytes: 0,
         }
     }
 
@@ -181,12 +188,37 @@ impl L1 {
     /// Stores `value` under `key` for `ttl`, replacing any previous value, evicting the least
     /// recently used live entries if a bound requires it.
     pub fn put(&mut self, key: &str, value: &[u8], ttl: Duration, now_ms: u64) -> Insert {
-        self.insert(key, value, ttl, now_ms, false)
+        self.insert_with(key, value, ttl, now_ms, false, false)
     }
 
     /// Stores `value` under `key` for `ttl` only if no live entry exists under `key`.
     pub fn put_if_absent(&mut self, key: &str, value: &[u8], ttl: Duration, now_ms: u64) -> Insert {
-        self.insert(key, value, ttl, now_ms, true)
+        self.insert_with(key, value, ttl, now_ms, true, false)
+    }
+
+    /// As [`L1::put_if_absent`], for a *pinned* entry: one no other entry can evict while it is
+    /// live. For what this cache alone remembers and must not forget early: single-use markers
+    /// (one pushed out by newer entries would let its token be used again) and revocations (a
+    /// logged-out session would open again). At most half the entries and half the bytes may be
+    /// pinned; beyond that the insert is [`Insert::Refused`], and the caller refuses too.
+    pub fn put_if_absent_pinned(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Insert {
+        self.insert_with(key, value, ttl, now_ms, true, true)
+    }
+
+    /// As [`L1::put`], for a pinned entry (see [`L1::put_if_absent_pinned`]).
+    pub fn put_pinned(&mut self, key: &str, value: &[u8], ttl: Duration, now_ms: u64) -> Insert {
+        self.insert_with(key, value, ttl, now_ms, false, true)
+    }
+
+    /// The number of pinned entries held (expired ones not yet reclaimed included).
+    pub fn pinned(&self) -> usize {
+        self.pinned
     }
 
     /// Removes `key`; `true` when a live entry was removed.
@@ -252,13 +284,14 @@ impl L1 {
         self.min_expiry_ms = min;
     }
 
-    fn insert(
+    fn insert_with(
         &mut self,
         key: &str,
         value: &[u8],
         ttl: Duration,
         now_ms: u64,
         only_if_absent: bool,
+        pin: bool,
     ) -> Insert {
         let existing = self.map.get(key).copied();
         if only_if_absent {
@@ -278,25 +311,24 @@ impl L1 {
         }
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         self.incremental_sweep(now_ms);
-
-        // The incremental sweep may have moved or removed the existing entry: look it up again.
-        if let Some(&i) = self.map.get(key) {
-            // Replace in place: adjust the byte count, then make room for the growth (never
-            // evicting this entry itself: it is moved to the head first).
-            let old = self.slab[i].value.len();
-            self.touch(i);
-            self.bytes = self.bytes - old + value.len();
-            self.generation += 1;
-            let e = &mut self.slab[i];
-            e.value.clear();
-            e.value.extend_from_slice(value);
-            e.expires_at_ms = expires_at_ms;
-            self.min_expiry_ms = self.min_expiry_ms.min(expires_at_ms);
-            self.make_room(0, 0, now_ms);
-            return Insert::Stored;
+        if pin && !self.pin_room(key, size, now_ms) {
+            if let Some(&i) = self.map.get(key) {
+                self.remove_at(i);
+            }
+            return Insert::Refused;
         }
 
-        self.make_room(1, size, now_ms);
+        // The incremental sweep may have moved or removed the existing entry: look it up again.
+        // A replaced value goes first, then the new one is stored like any other (so making
+        // room, which moves live pinned entries to the head, can never evict the entry being
+        // written).
+        if let Some(&i) = self.map.get(key) {
+            self.remove_at(i);
+        }
+
+        if !self.make_room(1, size, now_ms) {
+            return Insert::Refused;
+        }
         let key: Rc<str> = Rc::from(key);
         let i = self.slab.len();
         self.slab.push(Entry {
@@ -305,7 +337,12 @@ impl L1 {
             expires_at_ms,
             prev: NIL,
             next: NIL,
+            pinned: pin,
         });
+        if pin {
+            self.pinned += 1;
+            self.pinned_bytes += size;
+        }
         self.map.insert(key, i);
         self.generation += 1;
         self.link_front(i);
@@ -314,25 +351,58 @@ impl L1 {
         Insert::Stored
     }
 
+    /// Whether one more pinned entry of `size` bytes under `key` fits the pinned bounds (half
+    /// the entries, half the bytes), after reclaiming expired entries if needed. An entry
+    /// already pinned under `key` is replaced, so it does not count.
+    fn pin_room(&mut self, key: &str, size: usize, now_ms: u64) -> bool {
+        let fits = |s: &Self| {
+            let replaced = match s.map.get(key) {
+                Some(&i) if s.slab[i].pinned => (1, s.slab[i].size()),
+                _ => (0, 0),
+            };
+            s.pinned - replaced.0 < (s.cfg.max_entries / 2).max(1)
+                && s.pinned_bytes - replaced.1 + size <= s.cfg.max_bytes / 2
+        };
+        if fits(self) {
+            return true;
+        }
+        if now_ms >= self.min_expiry_ms {
+            self.sweep(now_ms);
+            return fits(self);
+        }
+        false
+    }
+
     /// Evicts until `extra_entries` more entries and `extra_bytes` more bytes fit. Expired entries
-    /// go first (full sweep, only when one may exist), then live ones from the LRU end. The head
-    /// (the entry being written) is never evicted; it fits on its own because its size was checked.
-    fn make_room(&mut self, extra_entries: usize, extra_bytes: usize, now_ms: u64) {
+    /// go first (full sweep, only when one may exist), then live ones from the LRU end, passing
+    /// over live pinned entries (moved to the head, so the next eviction does not walk them
+    /// again). The head (the entry being written) is never evicted. `false` when the room could
+    /// not be made (everything else is pinned).
+    fn make_room(&mut self, extra_entries: usize, extra_bytes: usize, now_ms: u64) -> bool {
         let over = |s: &Self| {
             s.slab.len() + extra_entries > s.cfg.max_entries
                 || s.bytes + extra_bytes > s.cfg.max_bytes
         };
         if !over(self) {
-            return;
+            return true;
         }
         if now_ms >= self.min_expiry_ms {
             self.sweep(now_ms);
         }
+        let mut passed = 0;
         while over(self) && self.tail != NIL {
             if extra_entries == 0 && self.tail == self.head {
-                break;
+                return false;
             }
             let t = self.tail;
+            if self.slab[t].pinned && self.slab[t].live(now_ms) {
+                passed += 1;
+                if passed > self.pinned {
+                    return false;
+                }
+                self.touch(t);
+                continue;
+            }
             if self.slab[t].live(now_ms) {
                 self.stats.evictions += 1;
             } else {
@@ -340,6 +410,7 @@ impl L1 {
             }
             self.remove_at(t);
         }
+        !over(self)
     }
 
     fn incremental_sweep(&mut self, now_ms: u64) {
@@ -406,6 +477,10 @@ impl L1 {
         let removed = self.slab.swap_remove(i);
         self.map.remove(&*removed.key);
         self.bytes -= removed.size();
+        if removed.pinned {
+            self.pinned -= 1;
+            self.pinned_bytes -= removed.size();
+        }
         if self.slab.is_empty() {
             self.min_expiry_ms = u64::MAX;
         }
@@ -434,6 +509,7 @@ impl L1 {
         assert_eq!(self.map.len(), self.slab.len());
         let mut n = 0;
         let mut bytes = 0;
+        let (mut pinned, mut pinned_bytes) = (0, 0);
         let mut prev = NIL;
         let mut cur = self.head;
         while cur != NIL {
@@ -442,6 +518,10 @@ impl L1 {
             assert_eq!(self.map.get(&*e.key), Some(&cur));
             assert!(e.expires_at_ms >= self.min_expiry_ms);
             bytes += e.size();
+            if e.pinned {
+                pinned += 1;
+                pinned_bytes += e.size();
+            }
             n += 1;
             prev = cur;
             cur = e.next;
@@ -449,6 +529,7 @@ impl L1 {
         assert_eq!(self.tail, prev);
         assert_eq!(n, self.slab.len());
         assert_eq!(bytes, self.bytes);
+        assert_eq!((pinned, pinned_bytes), (self.pinned, self.pinned_bytes));
         assert!(self.slab.len() <= self.cfg.max_entries);
         assert!(self.bytes <= self.cfg.max_bytes);
     }
@@ -678,6 +759,56 @@ mod tests {
         assert!(c.get("live-new", T0 + 5000).is_some());
         assert_eq!(c.stats().evictions, 0);
         assert_eq!(c.stats().expired, 1);
+        c.check();
+    }
+
+    #[test]
+    fn pinned_entries_are_passed_over_and_bounded() {
+        let mut c = L1::new(L1Config {
+            max_entries: 8,
+            max_bytes: 1 << 20,
+        });
+        assert_eq!(
+            c.put_if_absent_pinned("m1", b"1", secs(10), T0),
+            Insert::Stored
+        );
+        assert_eq!(c.put_pinned("m2", b"1", secs(10), T0), Insert::Stored);
+        for i in 0..50 {
+            assert_eq!(c.put(&format!("k{i}"), b"v", secs(10), T0), Insert::Stored);
+            c.check();
+        }
+        assert!(c.get("m1", T0).is_some() && c.get("m2", T0).is_some());
+        assert_eq!(
+            c.put_if_absent_pinned("m1", b"2", secs(10), T0),
+            Insert::Present
+        );
+        // Half the entries at most; a pinned value replaced in place does not count twice.
+        assert_eq!(c.put_pinned("m3", b"1", secs(10), T0), Insert::Stored);
+        assert_eq!(c.put_pinned("m4", b"1", secs(10), T0), Insert::Stored);
+        assert_eq!(c.put_pinned("m4", b"22", secs(20), T0), Insert::Stored);
+        assert_eq!(c.pinned(), 4);
+        assert_eq!(c.put_pinned("m5", b"1", secs(10), T0), Insert::Refused);
+        assert_eq!(
+            c.put_if_absent_pinned("m5", b"1", secs(10), T0),
+            Insert::Refused
+        );
+        c.check();
+        // Unpinning by a plain put, and expiry, give the room back.
+        assert_eq!(c.put("m4", b"1", secs(10), T0), Insert::Stored);
+        assert_eq!(c.pinned(), 3);
+        assert_eq!(c.put_pinned("m5", b"1", secs(10), T0), Insert::Stored);
+        for m in ["m6", "m7", "m8", "m9"] {
+            assert_eq!(
+                c.put_pinned(m, b"1", secs(10), T0 + 10_000),
+                Insert::Stored,
+                "{m}"
+            );
+        }
+        assert_eq!(
+            c.put_pinned("m10", b"1", secs(10), T0 + 10_000),
+            Insert::Refused
+        );
+        assert_eq!(c.get("m1", T0 + 10_000), None);
         c.check();
     }
 

@@ -556,9 +556,14 @@ impl TieredStore {
         self.check_write(ttl, class)?;
         let full = self.full_key(ns, key);
         let now = self.clock.now_ms();
+        // What only this L1 will remember must not be evicted by other entries while live.
+        let pin = matches!(class, Class::Revocation | Class::SingleUse);
         if self.cfg.mode == Mode::Memory {
-            return match self.l1_write(&full, L1_VALUE, value, ttl, now) {
+            return match self.l1_write_as(&full, value, ttl, now, pin) {
                 Insert::Stored | Insert::Present => Ok(()),
+                Insert::Refused if pin => Err(StoreError::Unavailable(
+                    "the instance's L1 holds as many revocations and single-use markers as it may (half its entries or bytes); use Redis or raise store.l1.maxEntries".into(),
+                )),
                 Insert::Refused => Err(StoreError::TooLarge),
             };
         }
@@ -578,9 +583,9 @@ impl TieredStore {
                 }
                 Ok(())
             }
-            Err(e) if matches!(class, Class::Revocation | Class::SingleUse) => {
+            Err(e) if pin => {
                 // Honour it on this instance at least, and tell the caller it did not propagate.
-                self.l1_write(&full, L1_VALUE, value, ttl, now);
+                self.l1_write_as(&full, value, ttl, now, true);
                 Err(e)
             }
             Err(e) => match self.cfg.fallback {
@@ -617,7 +622,7 @@ impl TieredStore {
         let now = self.clock.now_ms();
         let single_use = class == Class::SingleUse;
         if self.cfg.mode == Mode::Memory {
-            return Ok(self.l1_marker(&full, ttl, now));
+            return Ok(self.l1_marker(&full, ttl, now, single_use));
         }
         // A marker this instance saw (won, or recorded per instance) is final: no round trip.
         if single_use && self.cfg.mode == Mode::Hybrid {
@@ -634,7 +639,7 @@ impl TieredStore {
             Ok(true) => {
                 if single_use && self.cfg.insecure_accept_per_instance {
                     // Remembered for per-instance detection during a later outage.
-                    self.l1_write(&full, L1_VALUE, b"", ttl, now);
+                    self.l1_write_as(&full, b"", ttl, now, true);
                 }
                 Ok(SetOutcome::Won)
             }
@@ -647,7 +652,7 @@ impl TieredStore {
                 };
                 if per_instance {
                     self.counters.fallbacks += 1;
-                    Ok(self.l1_marker(&full, ttl, now))
+                    Ok(self.l1_marker(&full, ttl, now, single_use))
                 } else {
                     if single_use {
                         self.counters.single_use_refusals += 1;
@@ -760,13 +765,38 @@ impl TieredStore {
         self.l1.put(full, &v, ttl, now)
     }
 
-    /// A marker decided in this instance's L1.
-    fn l1_marker(&mut self, full: &str, ttl: Duration, now: u64) -> SetOutcome {
+    /// A value, pinned or not (see [`L1::put_if_absent_pinned`]).
+    fn l1_write_as(
+        &mut self,
+        full: &str,
+        value: &[u8],
+        ttl: Duration,
+        now: u64,
+        pin: bool,
+    ) -> Insert {
+        if !pin {
+            return self.l1_write(full, L1_VALUE, value, ttl, now);
+        }
+        let mut v = Vec::with_capacity(1 + value.len());
+        v.push(L1_VALUE);
+        v.extend_from_slice(value);
+        self.l1.put_pinned(full, &v, ttl, now)
+    }
+
+    /// A marker decided in this instance's L1: pinned when it is a single-use marker (a lock may
+    /// be evicted; a used `jti` pushed out by newer entries would be accepted again), and then
+    /// [`SetOutcome::Unavailable`] (refused) when no more may be pinned.
+    fn l1_marker(&mut self, full: &str, ttl: Duration, now: u64, single_use: bool) -> SetOutcome {
         // A remembered L2 miss is not a marker: replace it.
         if let L1Read::Absent = self.l1_read(full, now) {
             self.l1.remove(full, now);
         }
-        match self.l1.put_if_absent(full, &[L1_VALUE], ttl, now) {
+        let inserted = if single_use {
+            self.l1.put_if_absent_pinned(full, &[L1_VALUE], ttl, now)
+        } else {
+            self.l1.put_if_absent(full, &[L1_VALUE], ttl, now)
+        };
+        match inserted {
             Insert::Stored => SetOutcome::Won,
             Insert::Present => SetOutcome::AlreadyUsed,
             Insert::Refused => SetOutcome::Unavailable,

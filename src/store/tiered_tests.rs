@@ -1073,3 +1073,66 @@ fn metrics_rendering_snapshot() {
         .filter(|l| l.starts_with("# HELP"))
         .all(|l| l.contains("this guest instance")));
 }
+
+/// What only this instance's L1 remembers — a used `jti`, a revocation — is never pushed out by
+/// newer entries while live: a replay of the token, or the logged-out session, would pass. When
+/// no more may be pinned, single-use checks refuse rather than forget.
+#[test]
+fn per_instance_markers_and_revocations_are_not_evicted() {
+    let (mut s, _rig) = Rig::new(Mode::Memory, |c| {
+        c.l1 = L1Config {
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+    });
+    let hour = secs(3600);
+    let marker = |s: &mut TieredStore, k: &str| {
+        s.set_if_absent(Namespace::JTI, k, hour, Class::SingleUse)
+            .unwrap()
+    };
+    assert_eq!(marker(&mut s, "at:victim"), SetOutcome::Won);
+    s.set(
+        Namespace::REVOCATION,
+        "s:victim",
+        b"1",
+        hour,
+        Class::Revocation,
+    )
+    .unwrap();
+    // Far more cached values and locks than the L1 holds: they evict one another, never the two.
+    for i in 0..1000 {
+        s.set(Namespace::JWKS, &format!("k{i}"), b"v", hour, Class::Cache)
+            .unwrap();
+        let _ = s.set_if_absent(Namespace::LOCK, &format!("l{i}"), hour, Class::Cache);
+    }
+    assert_eq!(marker(&mut s, "at:victim"), SetOutcome::AlreadyUsed);
+    assert_eq!(
+        s.get(Namespace::REVOCATION, "s:victim").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    // Other markers fill the pinned half (50, the two above included), then are refused.
+    let outcomes: Vec<SetOutcome> = (0..60).map(|i| marker(&mut s, &format!("p{i}"))).collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == SetOutcome::Won).count(),
+        48
+    );
+    assert!(outcomes[48..].iter().all(|o| *o == SetOutcome::Unavailable));
+    assert_eq!(marker(&mut s, "at:victim"), SetOutcome::AlreadyUsed);
+    assert_eq!(marker(&mut s, "p0"), SetOutcome::AlreadyUsed);
+    assert!(s
+        .set(
+            Namespace::REVOCATION,
+            "s:other",
+            b"1",
+            hour,
+            Class::Revocation
+        )
+        .is_err());
+    // Cached values still find room next to the pinned half.
+    s.set(Namespace::JWKS, "fresh", b"v", hour, Class::Cache)
+        .unwrap();
+    assert!(s.get(Namespace::JWKS, "fresh").unwrap().is_some());
+    // Once they expire, markers are reclaimed and new ones recorded.
+    _rig.clock.advance(3_600_001);
+    assert_eq!(marker(&mut s, "p59"), SetOutcome::Won);
+}
