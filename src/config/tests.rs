@@ -1862,3 +1862,25 @@ fn forward_access_token() {
         c.warnings
     );
 }
+
+/// A Redis address written as a URL with credentials is refused without the password in the
+/// error (which is logged).
+#[test]
+fn a_redis_url_with_a_password_is_refused_without_echoing_it() {
+    for (key, v) in [
+        (
+            "redis",
+            json!({"address": "rediss://default:Hunter2Pass@redis.internal:6380"}),
+        ),
+        (
+            "redis",
+            json!({"address": "default:Hunter2Pass@redis.internal:6380"}),
+        ),
+    ] {
+        let e = err(&login(json!({ key: v })));
+        let text = e.to_string();
+        assert!(text.contains("redis.address"), "{text}");
+        assert!(text.contains("redis.internal:6380"), "{text}");
+        assert!(!text.contains("Hunter2Pass"), "{text}");
+    }
+}

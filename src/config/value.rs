@@ -469,11 +469,18 @@ impl HostPort {
     /// A message saying what was expected.
     pub fn parse(s: &str, default_port: u16) -> Result<Self, String> {
         let s = s.trim();
+        // A URL's user information is a secret (`rediss://user:password@host`): never echoed.
+        let shown = match s.rsplit_once('@') {
+            Some((_, host)) => {
+                format!("\"…@{host}\" (credentials go in the username and password keys)")
+            }
+            None => format!("{s:?}"),
+        };
         if s.contains("://") {
-            return Err(format!("expected host:port, not a URL, found {s:?}"));
+            return Err(format!("expected host:port, not a URL, found {shown}"));
         }
         if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
-            return Err(format!("expected host:port, found {s:?}"));
+            return Err(format!("expected host:port, found {shown}"));
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, after) = rest
