@@ -421,12 +421,15 @@ impl Fetch for NetFetch {
                 .tls
                 .as_ref()
                 .ok_or_else(|| FetchError::Tls(self.tls_error.clone().unwrap_or_default()))?;
-            let mut s = tls.connect(&url.host, stream).map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                    FetchError::Timeout
-                }
-                _ => FetchError::Tls(e.to_string()),
-            })?;
+            let budget = std::time::Duration::from_millis(req.timeout_ms.max(1));
+            let mut s = tls
+                .connect(&url.host, stream, budget)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                        FetchError::Timeout
+                    }
+                    _ => FetchError::Tls(e.to_string()),
+                })?;
             exchange(&mut s, &url, req)
         } else {
             exchange(&mut stream, &url, req)

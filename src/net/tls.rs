@@ -216,7 +216,16 @@ impl TlsConfig {
     /// # Errors
     /// The stream's I/O errors (timeouts included), and [`io::ErrorKind::InvalidData`] wrapping
     /// the rustls error when the handshake fails (certificate not trusted, name mismatch, alert).
-    pub fn connect<S: Read + Write>(&self, host: &str, stream: S) -> io::Result<TlsStream<S>> {
+    ///
+    /// The handshake as a whole must finish within `budget` (each read still waits at most its
+    /// own timeout): a peer that trickles its handshake a byte at a time, before any certificate
+    /// is checked, is cut off then. Afterwards the stream has no deadline of its own.
+    pub fn connect<S: Read + Write>(
+        &self,
+        host: &str,
+        stream: S,
+        budget: std::time::Duration,
+    ) -> io::Result<TlsStream<super::Deadline<S>>> {
         let name = match &self.server_name {
             Some(n) => n.clone(),
             None => ServerName::try_from(host.to_owned()).map_err(|_| {
@@ -228,7 +237,7 @@ impl TlsConfig {
         };
         let conn = ClientConnection::new(self.config.clone(), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut tls = rustls::StreamOwned::new(conn, stream);
+        let mut tls = rustls::StreamOwned::new(conn, super::Deadline::new(stream, budget));
         while tls.conn.is_handshaking() {
             let (read, written) = tls.conn.complete_io(&mut tls.sock)?;
             if read == 0 && written == 0 && tls.conn.is_handshaking() {
@@ -238,6 +247,7 @@ impl TlsConfig {
                 ));
             }
         }
+        tls.sock.restart(None);
         Ok(TlsStream(tls))
     }
 }

@@ -355,11 +355,11 @@ impl<D: Dialer> RedisClient<D> {
                 }
                 other => Failure::Fatal(other),
             })?;
-        let stream: Box<dyn Stream> =
-            match &self.tls {
-                None => stream,
-                Some(tls) => Box::new(tls.connect(&addr.host, stream).map_err(
-                    |e| match io_error(e) {
+        let stream: Box<dyn Stream> = match &self.tls {
+            None => stream,
+            Some(tls) => Box::new(
+                tls.connect(&addr.host, stream, self.timeouts.connect)
+                    .map_err(|e| match io_error(e) {
                         StoreError::Timeout => Failure::Fatal(StoreError::Timeout),
                         StoreError::Refused(m) => Failure::Fatal(StoreError::Refused(format!(
                             "handshake with {addr}: {m}"
@@ -368,9 +368,9 @@ impl<D: Dialer> RedisClient<D> {
                             format!("TLS handshake with {addr}: {m}"),
                         )),
                         other => Failure::Fatal(other),
-                    },
-                )?),
-            };
+                    })?,
+            ),
+        };
         Ok(Connection::new(stream).with_budget(self.timeouts.read))
     }
 
@@ -1012,5 +1012,87 @@ mod tests {
         assert!(master_addr(&[b("127.0.0.1"), b("x")]).is_none());
         assert!(master_addr(&[b("127.0.0.1")]).is_none());
         assert!(master_addr(&[b(""), b("1")]).is_none());
+    }
+}
+
+/// A TLS peer that trickles its handshake a byte at a time (before any certificate is checked)
+/// is cut off by the dial timeout, not held for as long as each byte comes within a read timeout.
+#[cfg(test)]
+mod tls_handshake_deadline {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::net::tls::TlsOptions;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        reads: Rc<Cell<usize>>,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(10));
+            self.reads.set(self.reads.get() + 1);
+            match (self.bytes.get(self.at), buf.first_mut()) {
+                (Some(&b), Some(o)) => {
+                    *o = b;
+                    self.at += 1;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    impl std::io::Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct D(Rc<Cell<usize>>);
+
+    impl Dialer for D {
+        fn dial(&self, _: &str, _: u16, _: &Timeouts) -> std::io::Result<Box<dyn Stream>> {
+            // The header of a 16 KiB handshake record, then its body a byte at a time.
+            let mut bytes = vec![0x16, 0x03, 0x03, 0x40, 0x00];
+            bytes.extend(std::iter::repeat_n(0u8, 300));
+            Ok(Box::new(Trickle {
+                bytes,
+                at: 0,
+                reads: self.0.clone(),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_trickled_handshake_is_cut_off_by_the_dial_timeout() {
+        let reads = Rc::new(Cell::new(0));
+        let opts = RedisOptions {
+            addresses: vec!["redis.example:6380".into()],
+            tls: Some(TlsOptions::new()),
+            max_retries: 0,
+            timeouts: Timeouts {
+                connect: Duration::from_millis(100),
+                read: Duration::from_millis(100),
+                write: Duration::from_millis(100),
+            },
+            ..RedisOptions::default()
+        };
+        let mut c = RedisClient::new(&opts, D(reads.clone())).unwrap();
+        let t0 = std::time::Instant::now();
+        let r = c.get("k");
+        let took = t0.elapsed();
+        assert!(r.is_err(), "{r:?}");
+        assert!(
+            took < Duration::from_millis(1000),
+            "held for {took:?} ({} reads)",
+            reads.get()
+        );
     }
 }

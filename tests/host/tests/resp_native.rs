@@ -499,7 +499,9 @@ fn tls_suite(server: &RedisServer, certs: &TestCerts, flavor: Flavor) {
     for i in 0..3 {
         let start = Instant::now();
         let tcp = StdDialer.dial("127.0.0.1", server.port, &t).unwrap();
-        let s = config.connect("127.0.0.1", tcp).unwrap();
+        let s = config
+            .connect("127.0.0.1", tcp, std::time::Duration::from_secs(5))
+            .unwrap();
         let took = start.elapsed();
         // TLS 1.3 tickets arrive after the handshake, with the first reply: read one.
         let mut conn = Connection::new(s);
