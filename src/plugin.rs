@@ -530,6 +530,9 @@ impl Guard {
                     }
                 }
                 self.strip_aliases(ex);
+                // The sealed session is a credential: no forwarded request carries it, whatever
+                // let it through (a session, a bearer token, an excluded path, a preflight).
+                session::strip_own_cookies(self, &mut req);
                 for c in &req.set_cookies {
                     ex.add_response_header("Set-Cookie", c);
                 }
@@ -627,7 +630,6 @@ impl Guard {
             && req.ex.header("Origin").is_some()
             && req.ex.header("Access-Control-Request-Method").is_some()
         {
-            session::strip_own_cookies(self, req);
             return Step::Forward;
         }
         // excludedURLs: only clean paths can be excluded (encoded slashes, backslashes and
@@ -639,9 +641,6 @@ impl Guard {
                 .iter()
                 .any(|prefix| under_prefix(p, prefix))
             {
-                // The sealed session is a credential: whatever serves a public path (a static
-                // server, a CDN origin) must not receive it either.
-                session::strip_own_cookies(self, req);
                 return Step::Forward;
             }
         }
@@ -800,9 +799,6 @@ impl Guard {
                 None => {}
             }
         }
-        // Also after a bearer token: a browser signed in here sends its session cookie along
-        // with an API call too.
-        session::strip_own_cookies(self, req);
         Step::Forward
     }
 

@@ -492,7 +492,7 @@ impl TieredStore {
                     // Never serve from L1 past the writer's expiry, nor longer than l1_max_ttl.
                     let left = Duration::from_millis(opened.expires_at_ms.saturating_sub(now));
                     let ttl = left.min(self.cfg.l1_max_ttl);
-                    self.l1_write(full, L1_VALUE, &opened.payload, ttl, now);
+                    self.l1_write(full, L1_VALUE, &opened.payload, ttl, now, false);
                 }
                 Some(opened.payload)
             }
@@ -500,7 +500,7 @@ impl TieredStore {
                 self.counters.misses += 1;
                 if self.cfg.mode == Mode::Hybrid {
                     let ttl = self.cfg.negative_ttl.min(self.cfg.l1_max_ttl);
-                    self.l1_write(full, L1_ABSENT, b"", ttl, now);
+                    self.l1_write(full, L1_ABSENT, b"", ttl, now, false);
                 }
                 None
             }
@@ -559,7 +559,7 @@ impl TieredStore {
         // What only this L1 will remember must not be evicted by other entries while live.
         let pin = matches!(class, Class::Revocation | Class::SingleUse);
         if self.cfg.mode == Mode::Memory {
-            return match self.l1_write_as(&full, value, ttl, now, pin) {
+            return match self.l1_write(&full, L1_VALUE, value, ttl, now, pin) {
                 Insert::Stored | Insert::Present => Ok(()),
                 Insert::Refused if pin => Err(StoreError::Unavailable(
                     "the instance's L1 holds as many revocations and single-use markers as it may (half its entries or bytes); use Redis or raise store.l1.maxEntries".into(),
@@ -574,7 +574,7 @@ impl TieredStore {
                 match self.cfg.mode {
                     Mode::Hybrid => {
                         let t = ttl.min(self.cfg.l1_max_ttl);
-                        self.l1_write(&full, L1_VALUE, value, t, now);
+                        self.l1_write(&full, L1_VALUE, value, t, now, false);
                     }
                     // A copy left from an earlier outage must not resurface in the next one.
                     Mode::Redis | Mode::Memory => {
@@ -585,7 +585,7 @@ impl TieredStore {
             }
             Err(e) if pin => {
                 // Honour it on this instance at least, and tell the caller it did not propagate.
-                self.l1_write_as(&full, value, ttl, now, true);
+                self.l1_write(&full, L1_VALUE, value, ttl, now, true);
                 Err(e)
             }
             Err(e) => match self.cfg.fallback {
@@ -595,7 +595,7 @@ impl TieredStore {
                 }
                 Fallback::L1 => {
                     self.counters.fallbacks += 1;
-                    match self.l1_write(&full, L1_VALUE, value, ttl, now) {
+                    match self.l1_write(&full, L1_VALUE, value, ttl, now, false) {
                         Insert::Refused => Err(e),
                         Insert::Stored | Insert::Present => Ok(()),
                     }
@@ -639,7 +639,7 @@ impl TieredStore {
             Ok(true) => {
                 if single_use && self.cfg.insecure_accept_per_instance {
                     // Remembered for per-instance detection during a later outage.
-                    self.l1_write_as(&full, b"", ttl, now, true);
+                    self.l1_write(&full, L1_VALUE, b"", ttl, now, true);
                 }
                 Ok(SetOutcome::Won)
             }
@@ -758,29 +758,25 @@ impl TieredStore {
         }
     }
 
-    fn l1_write(&mut self, full: &str, tag: u8, value: &[u8], ttl: Duration, now: u64) -> Insert {
-        let mut v = Vec::with_capacity(1 + value.len());
-        v.push(tag);
-        v.extend_from_slice(value);
-        self.l1.put(full, &v, ttl, now)
-    }
-
-    /// A value, pinned or not (see [`L1::put_if_absent_pinned`]).
-    fn l1_write_as(
+    /// Stores `tag` + `value`; `pin`: never evicted by other entries while live (see
+    /// [`L1::put_if_absent_pinned`]), for what only this L1 will remember.
+    fn l1_write(
         &mut self,
         full: &str,
+        tag: u8,
         value: &[u8],
         ttl: Duration,
         now: u64,
         pin: bool,
     ) -> Insert {
-        if !pin {
-            return self.l1_write(full, L1_VALUE, value, ttl, now);
-        }
         let mut v = Vec::with_capacity(1 + value.len());
-        v.push(L1_VALUE);
+        v.push(tag);
         v.extend_from_slice(value);
-        self.l1.put_pinned(full, &v, ttl, now)
+        if pin {
+            self.l1.put_pinned(full, &v, ttl, now)
+        } else {
+            self.l1.put(full, &v, ttl, now)
+        }
     }
 
     /// A marker decided in this instance's L1: pinned when it is a single-use marker (a lock may
