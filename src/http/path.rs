@@ -132,10 +132,13 @@ fn normalize_path(raw: &str) -> NormalPath {
     }
     // A dot segment with path parameters (`..;`, `.;x`): Tomcat, Jetty and Spring strip `;…`
     // from each segment before resolving dots, so `/public/..;/admin` is `/admin` to them while
-    // RFC 3986 keeps `..;` as a name. Never excluded.
+    // RFC 3986 keeps `..;` as a name. Never excluded. The same for a segment of parameters only
+    // (`/public/;/../admin`, `/public/;jsessionid=x/../admin`): to them it is an empty segment,
+    // collapsed, so the `..` after it climbs out of `/public` there, while here it only removes
+    // the `;` segment and the path stays under `/public`.
     if decoded
         .split('/')
-        .any(|seg| seg.contains(';') && matches!(seg.split(';').next(), Some("." | "..")))
+        .any(|seg| seg.contains(';') && matches!(seg.split(';').next(), Some("" | "." | "..")))
     {
         return NormalPath::Ambiguous;
     }
@@ -351,6 +354,10 @@ mod tests {
             "/public/%2e%2e;/admin",
             "/public/..%3b/admin",
             "/public/.;/x",
+            "/public/;/../admin",
+            "/public/;jsessionid=x/../admin",
+            "/public/%3b/../admin",
+            "/public/;",
         ] {
             assert_eq!(normalize(p), NormalPath::Ambiguous, "{p}");
         }

@@ -162,6 +162,10 @@ fn excluded_paths_are_normalised() {
         ("/public\\..\\admin", false),
         ("/publicity", false),
         ("/admin", false),
+        // Tomcat and Spring strip `;…` and collapse the empty segment: `/admin` to them.
+        ("/public/;/../admin", false),
+        ("/public/;jsessionid=x/../admin", false),
+        ("/public/%3b/../admin", false),
     ] {
         let ex = FakeExchange::get(uri).with("Accept", "application/json");
         assert_eq!(p.handle(&ex), forwarded, "{uri}");
