@@ -144,6 +144,17 @@ fn login_session_rotation_refusals_and_logout_in_the_guest() {
         ex.upstream.as_ref().and_then(|u| u.header("cookie")),
         Some("other=kept")
     );
+    // Paths that only look excluded: Tomcat and Spring read the last three as `/admin`.
+    for path in [
+        "/public/../admin",
+        "/public/..;/admin",
+        "/public/;/../admin",
+        "/public/%3b/../admin",
+    ] {
+        let ex = mw.send(Request::get(path).header("Accept", "application/json"));
+        assert_eq!(ex.status, 401, "{path}: {}", ex.text());
+        assert!(ex.upstream.is_none(), "{path} reached the backend");
+    }
     let (sess_us, pub_us) = (median_us(session_times), median_us(public_times));
     eprintln!("handle_request median: valid session {sess_us:.1} µs, excluded path {pub_us:.1} µs (wasmtime, debug host)");
     if let Some(ops) = session_ops {
