@@ -125,17 +125,10 @@ pub fn external_uri(g: &Guard, req: &Req<'_>) -> Option<String> {
     if !valid_authority(&host) {
         return None;
     }
-    let force_https = g.cfg.browser.as_ref().is_some_and(|b| b.login.force_https);
-    let scheme = if force_https {
+    let scheme = if crate::auth::oidc::flow::https(&g.cfg, req) {
         "https"
     } else {
-        let proto = req.ex.header("X-Forwarded-Proto").unwrap_or_default();
-        let first = proto.split(',').next().unwrap_or_default().trim();
-        if first.eq_ignore_ascii_case("https") {
-            "https"
-        } else {
-            "http"
-        }
+        "http"
     };
     let (path, _) = split_target(&req.target);
     let path = if path.is_empty() { "/" } else { path };

@@ -269,7 +269,7 @@ impl Ctx<'_> {
             Ok(l) if l.is_empty() && non_empty => {
                 self.err(
                     &src.label,
-                    "is given but empty; an empty restriction would allow everyone — remove the key to allow every authenticated user",
+                    "is given but empty; an empty restriction would allow everyone — remove the key if that is what is meant",
                 );
                 None
             }
@@ -281,10 +281,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn cidrs(&mut self, path: &str) -> Vec<IpNet> {
+    /// A list of IPs/CIDRs; with `non_empty`, one given but empty is an error (see [`Ctx::list`]).
+    fn cidrs(&mut self, path: &str, non_empty: bool) -> Vec<IpNet> {
         let label = self.source(path).map(|s| s.label).unwrap_or_default();
         let items = self
-            .list(path, Split::CommaOrSpace, false)
+            .list(path, Split::CommaOrSpace, non_empty)
             .unwrap_or_default();
         let mut out = Vec::new();
         for item in items {
@@ -570,9 +571,14 @@ impl Ctx<'_> {
         let policy = self.policy();
         let upstream = self.upstream(&policy);
         let excluded_urls = self.excluded(browser.as_ref(), backchannel_logout.as_ref());
-        let trusted_proxies = self.cidrs("trustedProxies");
+        let trusted_proxies = self.cidrs("trustedProxies", false);
+        let force_https = self.bool("forceHTTPS");
         let skip_auth_preflight = self.bool("skipAuthPreflight");
-        let health = self.health(browser.as_ref(), &excluded_urls);
+        let health = self.health(
+            browser.as_ref(),
+            backchannel_logout.as_ref(),
+            &excluded_urls,
+        );
 
         if browser.is_none() && client_id.is_none() {
             self.warn_if_set_without_browser();
@@ -608,6 +614,7 @@ impl Ctx<'_> {
             upstream,
             excluded_urls,
             trusted_proxies,
+            force_https,
             skip_auth_preflight,
             replay,
             backchannel_logout,
@@ -925,8 +932,6 @@ impl Ctx<'_> {
                 "a public client (tokenEndpointAuthMethod: none) must use PKCE (RFC 9700 §2.1.1)",
             );
         }
-        let force_https = self.bool("forceHTTPS");
-
         let cookie_domain = self.string("cookieDomain").filter(|s| !s.is_empty());
         if let Some(d) = &cookie_domain {
             if d.chars()
@@ -1025,7 +1030,6 @@ impl Ctx<'_> {
                 post_logout_redirect_uri,
                 scopes,
                 pkce,
-                force_https,
             },
             session: Session {
                 keys,
@@ -1377,7 +1381,8 @@ impl Ctx<'_> {
             own.push(("backchannelLogout.path", bc.path.clone()));
         }
         for (key, p) in own {
-            if let Some(e) = out.iter().find(|e| p.starts_with(e.as_str())) {
+            // Matched as requests are: at segment boundaries (`/oauth` does not cover `/oauth2`).
+            if let Some(e) = out.iter().find(|e| crate::http::path::under_prefix(&p, e)) {
                 self.err(
                     &label,
                     format!("{e:?} covers {key} ({p}), which oidc-guard must handle itself"),
@@ -1387,28 +1392,53 @@ impl Ctx<'_> {
         out
     }
 
-    fn health(&mut self, browser: Option<&Browser>, excluded: &[String]) -> Health {
+    /// Health and metrics, and the check that no two of the plugin's own endpoints share a path:
+    /// requests are matched metrics, health, back-channel logout, callback, logout in that order,
+    /// so a shared path would silently hide the later endpoint (a provider's logout token
+    /// answered 200 by the health page, its sessions never ended).
+    fn health(
+        &mut self,
+        browser: Option<&Browser>,
+        bc: Option<&BackchannelLogout>,
+        excluded: &[String],
+    ) -> Health {
         let path = self.opt_path("health.path");
         let metrics_path = self.opt_path("health.metricsPath");
-        let allowed_sources = self.cidrs("health.allowedSources");
-        if path.is_some() && path == metrics_path {
-            self.err("health.metricsPath", "equals health.path");
-        }
-        let mut taken: Vec<String> = excluded.to_vec();
+        let allowed_sources = self.cidrs("health.allowedSources", true);
+        let mut taken: Vec<(String, String)> = Vec::new();
         if let Some(b) = browser {
-            taken.push(b.login.callback.path().to_string());
-            taken.push(b.login.logout.path().to_string());
+            taken.push((self.label("callbackURL"), b.login.callback.path().into()));
+            taken.push((self.label("logoutURL"), b.login.logout.path().into()));
+        }
+        if let Some(bc) = bc {
+            taken.push((self.label("backchannelLogout.path"), bc.path.clone()));
+        }
+        for key in ["health.path", "health.metricsPath"] {
+            let p = if key == "health.path" {
+                &path
+            } else {
+                &metrics_path
+            };
+            if let Some(p) = p {
+                taken.push((self.label(key), p.clone()));
+            }
+        }
+        // The callback and logout paths (the first two with a browser) are compared where they
+        // are built.
+        let first = if browser.is_some() { 2 } else { 0 };
+        for i in first..taken.len() {
+            let (key, p) = &taken[i];
+            if let Some((other, _)) = taken[..i].iter().find(|(_, q)| q == p) {
+                self.err(key, format!("{p} is already the path of {other}"));
+            }
         }
         for (key, p) in [
             ("health.path", &path),
             ("health.metricsPath", &metrics_path),
         ] {
             if let Some(p) = p {
-                if taken.iter().any(|t| t == p) {
-                    self.err(
-                        key,
-                        format!("{p} is already used by the login flow or excludedURLs"),
-                    );
+                if excluded.iter().any(|t| t == p) {
+                    self.err(key, format!("{p} is already listed in excludedURLs"));
                 }
             }
         }

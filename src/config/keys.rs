@@ -272,7 +272,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("enablePKCE", Kind::Bool, Def::Value("true"),
       "PKCE with S256 (RFC 7636). Default on (traefikoidc's default was off)."),
     k("forceHTTPS", Kind::Bool, Def::Value("false"),
-      "Build redirect URIs with `https` whatever the request scheme (traefikoidc's default was on). Set it behind a TLS-terminating load balancer that is not a trusted proxy."),
+      "Take the request's scheme as `https` whatever Traefik saw (traefikoidc's default was on): redirect URIs, `Secure` cookies and the DPoP `htu` (bearer-only configurations included). Set it behind a TLS-terminating load balancer that is not a trusted proxy."),
     k("trustedProxies", Kind::CidrList, Def::None,
       "Peers (IPs/CIDRs) whose `X-Forwarded-Host` is honoured for the redirect URI; from anyone else the `Host` header is used. `X-Forwarded-Proto` is always used: Traefik overwrites it for clients outside its own `entryPoints.forwardedHeaders.trustedIPs` before the plugin runs."),
     k("skipAuthPreflight", Kind::Bool, Def::Value("false"),

@@ -181,6 +181,9 @@ pub struct Config {
     pub excluded_urls: Vec<String>,
     /// Peers whose `X-Forwarded-*` headers are honoured.
     pub trusted_proxies: Vec<IpNet>,
+    /// `forceHTTPS`: the request's scheme is taken as `https` (redirect URIs, cookies, DPoP
+    /// `htu`), with browser login or without.
+    pub force_https: bool,
     /// Let CORS preflights through unauthenticated.
     pub skip_auth_preflight: bool,
     /// Single-use checks.
@@ -307,8 +310,6 @@ pub struct Login {
     pub scopes: Vec<String>,
     /// PKCE S256.
     pub pkce: bool,
-    /// Build redirect URIs with `https` whatever the request scheme.
-    pub force_https: bool,
 }
 
 /// `Secure` attribute of the cookies.

@@ -385,7 +385,7 @@ fn minimal_login_and_its_defaults() {
     );
     assert_eq!(b.login.scopes, ["openid", "profile", "email"]);
     assert!(b.login.pkce);
-    assert!(!b.login.force_https);
+    assert!(!c.force_https);
     assert_eq!(b.session.cookie_name, "_oidc_guard_session");
     assert_eq!(b.session.cookie_path, "/");
     assert_eq!(b.session.cookie_secure, CookieSecure::Auto);
@@ -557,7 +557,7 @@ fn traefik_file_provider_stringified_json() {
     let c = Config::parse(raw.as_bytes(), &no_env, &no_files, Platform::default()).unwrap();
     let b = c.browser.as_ref().unwrap();
     assert!(!b.login.pkce);
-    assert!(b.login.force_https);
+    assert!(c.force_https);
     assert_eq!(b.session.max_age, Duration::from_secs(3600));
     assert_eq!(b.session.refresh_grace_period, Duration::from_millis(1500));
     assert_eq!(
@@ -1464,6 +1464,74 @@ fn plain_http_provider_is_accepted_with_a_warning() {
     assert!(c.warnings.iter().any(|w| w.contains("not verified")));
 }
 
+/// Requests are matched metrics, health, back-channel logout, callback, logout in that order: a
+/// shared path would hide the later endpoint without a word (a provider's logout token answered
+/// 200 by the health page, its sessions never ended).
+#[test]
+fn own_endpoints_never_share_a_path() {
+    let with_bc = |extra: Value| {
+        let mut v =
+            login(json!({"backchannelLogout": {"path": "/oauth2/bcl"}, "redis": {"address": "r"}}));
+        merge(&mut v, extra);
+        v
+    };
+    for (extra, key, other) in [
+        (
+            json!({"health": {"path": "/oauth2/bcl"}}),
+            "health.path",
+            "backchannelLogout.path",
+        ),
+        (
+            json!({"health": {"metricsPath": "/oauth2/bcl"}}),
+            "health.metricsPath",
+            "backchannelLogout.path",
+        ),
+        (
+            json!({"backchannelLogout": {"path": "/oauth2/callback"}}),
+            "backchannelLogout.path",
+            "callbackURL",
+        ),
+        (
+            json!({"backchannelLogout": {"path": "/oauth2/callback/logout"}}),
+            "backchannelLogout.path",
+            "logoutURL",
+        ),
+    ] {
+        let e = err(&with_bc(extra.clone()));
+        assert_error(&e, key, &format!("already the path of {other}"));
+    }
+    // Bearer-only: back-channel logout and health still may not share.
+    let e = err(&bearer(json!({
+        "clientID": "app",
+        "backchannelLogout": {"path": "/bcl"},
+        "health": {"path": "/bcl"},
+        "redis": {"address": "r"},
+    })));
+    assert_error(
+        &e,
+        "health.path",
+        "already the path of backchannelLogout.path",
+    );
+    assert!(parse(&with_bc(
+        json!({"health": {"path": "/hz", "metricsPath": "/metrics"}})
+    ))
+    .is_ok());
+}
+
+/// An allow-list of sources that parsed to nothing must not mean "every client".
+#[test]
+fn an_empty_health_allowed_sources_is_an_error() {
+    for empty in [json!([]), json!(""), json!(","), json!(" , ")] {
+        let e = err(&login(
+            json!({"health": {"path": "/hz", "allowedSources": empty}}),
+        ));
+        assert_error(&e, "health.allowedSources", "given but empty");
+    }
+    // trustedProxies: empty means "trust nobody", the safe reading.
+    let c = ok(&login(json!({"trustedProxies": []})));
+    assert!(c.trusted_proxies.is_empty());
+}
+
 #[test]
 fn paths_excluded_and_health() {
     let c = ok(&login(
@@ -1491,7 +1559,22 @@ fn paths_excluded_and_health() {
     );
     assert_eq!(b.login.callback.path(), "/auth/cb");
     let e = err(&login(json!({"health": {"path": "/oauth2/callback"}})));
-    assert_error(&e, "health.path", "already used");
+    assert_error(&e, "health.path", "already the path of callbackURL");
+    let e = err(&login(
+        json!({"health": {"path": "/hz", "metricsPath": "/hz"}}),
+    ));
+    assert_error(&e, "health.metricsPath", "already the path of health.path");
+    let e = err(&login(
+        json!({"excludedURLs": ["/hz"], "health": {"path": "/hz"}}),
+    ));
+    assert_error(&e, "health.path", "excludedURLs");
+    // Exclusions cover the plugin's own paths as requests are matched: at segment boundaries.
+    let c = ok(&login(json!({"excludedURLs": ["/oauth", "/oauth2/cb"]})));
+    assert_eq!(c.excluded_urls, ["/oauth", "/oauth2/cb"]);
+    let e = err(&login(json!({"excludedURLs": ["/oauth2/"]})));
+    assert_error(&e, "excludedURLs", "covers callbackURL");
+    let e = err(&login(json!({"excludedURLs": ["/oauth2/callback/logout"]})));
+    assert_error(&e, "excludedURLs", "covers logoutURL");
     let e = err(&login(json!({"trustedProxies": ["10.0.0.0/8", "nope"]})));
     assert_error(&e, "trustedProxies", "expected an IP address or CIDR block");
     let c = ok(&login(json!({"trustedProxies": "10.0.0.0/8, 192.168.1.1"})));

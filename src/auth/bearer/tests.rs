@@ -964,6 +964,33 @@ fn dpop_proofs_must_fit_the_request() {
     assert_invalid_proof(&mut a, &ex, "Host with a slash");
 }
 
+/// `forceHTTPS` behind a TLS-terminating load balancer (Traefik sees http): the `htu` is https,
+/// without browser login too.
+#[test]
+fn force_https_sets_the_dpop_scheme_without_browser_login() {
+    let w = dpop_world(json!({"forceHTTPS": true}));
+    let mut a = w.replica();
+    let d = Dpop::new();
+    let t = bound_token(&w, &d);
+    let https = "https://api.test/api/orders";
+    let ex = dpop_req(
+        "GET",
+        "/api/orders",
+        &t,
+        &d.proof("GET", https, &t, "f1", NOW),
+    )
+    .with("X-Forwarded-Proto", "http");
+    assert!(a.handle(&ex), "{:?}", ex.logs.borrow());
+    let http = "http://api.test/api/orders";
+    let ex = dpop_req(
+        "GET",
+        "/api/orders",
+        &t,
+        &d.proof("GET", http, &t, "f2", NOW),
+    );
+    assert_invalid_proof(&mut a, &ex, "http htu with forceHTTPS");
+}
+
 #[test]
 fn dpop_bindings_decide_the_scheme() {
     let w = dpop_world(json!({}));

@@ -122,7 +122,7 @@ pub fn flow_cookie_name(cookie_prefix: &str, state: &str) -> Option<String> {
 
 /// Whether the request reached Traefik over https, as far as it can tell (see the module docs).
 pub fn https(cfg: &Config, req: &Req<'_>) -> bool {
-    if cfg.browser.as_ref().is_some_and(|b| b.login.force_https) {
+    if cfg.force_https {
         return true;
     }
     req.ex
