@@ -299,7 +299,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("revocationCheckInterval", dur(0, HOUR), Def::Value("5s"),
       "How often an instance asks the shared store whether a session was revoked (logout on another replica); 0 = every request."),
     k("refreshGracePeriod", dur(0, HOUR), Def::Value("60s"),
-      "Refresh the tokens this long before they expire.")
+      "Refresh the tokens this long before they expire, but at most half their lifetime before (tokens shorter-lived than this are not refreshed on every request).")
         .aka(&["refreshGracePeriodSeconds"]),
     k("stripAuthCookies", Kind::Bool, Def::Value("true"),
       "Remove oidc-guard's own cookies from every request forwarded to the backend (authenticated, excluded path, CORS preflight)."),
@@ -499,7 +499,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("dynamicClientRegistration", Kind::Compat, Def::None, "traefikoidc's RFC 7591 client registration.")
         .only_off("dynamic client registration is not implemented; register the client and set `clientID` (only `enabled: false` is accepted)"),
     k("instanceName", Kind::Str, Def::None,
-      "Optional name mixed into the middleware's identity (store keys, cookie binding) to separate two middlewares that would otherwise share it."),
+      "Optional name mixed into the middleware's identity (store keys, cookie binding) to separate two middlewares that would otherwise share it. Two middlewares on one host with the same cookie name but another access policy or other `claimHeaders` each refuse the other's session (its claims were chosen for the other) and send the browser to log in again: give them different `instanceName`s and `cookiePrefix`es."),
     k("logLevel", Kind::Enum(&["debug", "info", "warn", "error"]), Def::Value("info"),
       "Lowest level logged through Traefik's logger (`warning` is accepted for `warn`)."),
 ];

@@ -499,6 +499,7 @@ fn complete(
         sub,
         provider_sid: claims.sid().map(str::to_string),
         login_ms: now_ms,
+        issued: now,
         expires: expires.min(max),
         max,
         generation: 0,
@@ -511,6 +512,7 @@ fn complete(
             .as_ref()
             .map(|_| tokens.access_token.clone()),
         claims: data::select_claims(&g.cfg, claims.as_map()),
+        selection: Some(g.sessions.selection.clone()),
     };
 
     // The access policy now, so a refused user gets a 403 page at once (and no session).

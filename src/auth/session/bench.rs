@@ -35,6 +35,7 @@ pub fn sample_session(groups: usize) -> Session {
         sub: "248289761001".into(),
         provider_sid: Some("08a5019c-17e1-4977-8f42-65a12843ea02".into()),
         login_ms: 1_700_000_000_000,
+        issued: 1_700_000_000,
         expires: 1_700_000_300,
         max: 1_700_086_400,
         generation: 0,
@@ -42,6 +43,7 @@ pub fn sample_session(groups: usize) -> Session {
         id_token: None,
         access_token: None,
         claims,
+        selection: Some("0123456789abcdef".into()),
     }
 }
 

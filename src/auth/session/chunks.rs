@@ -51,12 +51,22 @@ pub fn is_chunk_of(candidate: &str, name: &str) -> bool {
 /// The reassembled value of `name` from the request's cookies; `None` when absent or when a
 /// chunk is missing or malformed.
 pub fn read(cookies: &[(String, String)], name: &str) -> Option<String> {
-    assemble(cookies, name, cookie::value(cookies, name)?)
+    assemble(cookies, name, cookie::value(cookies, name)?, 0)
 }
 
 /// The value whose first cookie (`name`) is `first`, its chunks taken from `cookies`; `None` when
 /// a chunk is missing or malformed.
-pub fn assemble(cookies: &[(String, String)], name: &str, first: &str) -> Option<String> {
+///
+/// `nth`: how many chunked values of the name come before this one in the request (another
+/// deployment's session for a parent domain, say). A value's chunks are written together, so a
+/// browser orders them as it orders their first cookies (RFC 6265 §5.4: path length, then
+/// creation time): each chunk is the `nth` cookie of its name, or the first when there are fewer.
+pub fn assemble(
+    cookies: &[(String, String)],
+    name: &str,
+    first: &str,
+    nth: usize,
+) -> Option<String> {
     let Some((count, head)) = first.split_once('.') else {
         return Some(first.to_string());
     };
@@ -67,7 +77,14 @@ pub fn assemble(cookies: &[(String, String)], name: &str, first: &str) -> Option
     let mut out = String::with_capacity(head.len() * n);
     out.push_str(head);
     for i in 1..n {
-        out.push_str(cookie::value(cookies, &chunk_name(name, i))?);
+        let chunk = chunk_name(name, i);
+        let mut values = cookies.iter().filter(|(k, _)| *k == chunk).map(|(_, v)| v);
+        let first_value = values.next()?;
+        let v = match nth {
+            0 => first_value,
+            _ => values.nth(nth - 1).unwrap_or(first_value),
+        };
+        out.push_str(v);
     }
     Some(out)
 }

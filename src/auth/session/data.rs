@@ -16,8 +16,9 @@ use crate::config::Config;
 /// One browser session.
 ///
 /// Serialised as a JSON object with one-letter member names (it goes into a cookie):
-/// `i` id, `s` sub, `p` provider sid, `l` login ms, `e` expiry, `m` max, `g` generation,
-/// `r` refresh token, `t` ID token, `a` access token, `c` claims. Written and read by hand
+/// `i` id, `s` sub, `p` provider sid, `l` login ms, `n` when the tokens were issued, `e` expiry,
+/// `m` max, `g` generation, `r` refresh token, `t` ID token, `a` access token, `c` claims, `f` the
+/// claim selection's fingerprint. Written and read by hand
 /// rather than derived: the derived code costs more guest size than these few lines.
 #[derive(Clone, PartialEq)]
 pub struct Session {
@@ -30,6 +31,9 @@ pub struct Session {
     pub provider_sid: Option<String>,
     /// When the user logged in, ms since the epoch.
     pub login_ms: u64,
+    /// When the current tokens were issued (seconds since the epoch: the login or the last
+    /// refresh); 0 when unknown (a session sealed before this was recorded).
+    pub issued: u64,
     /// When the tokens expire (seconds since the epoch): refresh before, no access after.
     pub expires: u64,
     /// Absolute end of the session (seconds): login + `sessionMaxAge`.
@@ -46,6 +50,9 @@ pub struct Session {
     pub access_token: Option<String>,
     /// The claims the policy and the identity headers read.
     pub claims: Map<String, Value>,
+    /// [`selection_fingerprint`] of the configuration that chose `claims`; `None` in a session
+    /// sealed before it was recorded.
+    pub selection: Option<String>,
 }
 
 impl fmt::Debug for Session {
@@ -82,6 +89,9 @@ impl Session {
             m.insert("p".into(), Value::String(p.clone()));
         }
         m.insert("l".into(), Value::from(self.login_ms));
+        if self.issued > 0 {
+            m.insert("n".into(), Value::from(self.issued));
+        }
         m.insert("e".into(), Value::from(self.expires));
         m.insert("m".into(), Value::from(self.max));
         m.insert("g".into(), Value::from(self.generation));
@@ -95,6 +105,9 @@ impl Session {
             m.insert("a".into(), Value::String(a.clone()));
         }
         m.insert("c".into(), Value::Object(self.claims.clone()));
+        if let Some(f) = &self.selection {
+            m.insert("f".into(), Value::String(f.clone()));
+        }
         serde_json::to_vec(&Value::Object(m))
             .map_err(|_| crate::error::Error::Other("session does not serialise".into()))
     }
@@ -115,8 +128,13 @@ impl Session {
         let refresh_token = string("r")?;
         let id_token = string("t")?;
         let access_token = string("a")?;
+        let selection = string("f")?;
         let num = |k: &str| m.get(k).and_then(Value::as_u64);
         let login_ms = num("l")?;
+        let issued = match m.get("n") {
+            None => 0,
+            Some(v) => v.as_u64()?,
+        };
         let expires = num("e")?;
         let max = num("m")?;
         let generation = u32::try_from(num("g").unwrap_or(0)).ok()?;
@@ -128,6 +146,7 @@ impl Session {
             sub,
             provider_sid,
             login_ms,
+            issued,
             expires,
             max,
             generation,
@@ -135,6 +154,7 @@ impl Session {
             id_token,
             access_token,
             claims,
+            selection,
         })
     }
 
@@ -147,6 +167,34 @@ impl Session {
             login_ms: self.login_ms,
         }
     }
+}
+
+/// What [`select_claims`] depends on, as a short fingerprint (64 bits, hex). A session
+/// records the one of the configuration that chose its claims: another middleware that shares
+/// the cookie name and identity but has another policy or other claim headers (another router
+/// on the host, or this one after a configuration change) must not judge the claims chosen for
+/// the first — a user in its groups would get a 403 for groups the first never kept. Such a
+/// session is refused and the browser logs in again.
+pub fn selection_fingerprint(cfg: &Config) -> String {
+    let p = &cfg.policy;
+    let mut input = Vec::new();
+    let mut part = |s: &str| {
+        input.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        input.extend_from_slice(s.as_bytes());
+    };
+    part("oidc-guard claim selection v1");
+    part(&p.user_claim);
+    part(&p.group_claim);
+    part(&p.role_claim);
+    part(&p.allowed_roles_and_groups.len().to_string());
+    for g in &p.allowed_roles_and_groups {
+        part(g);
+    }
+    part(&cfg.upstream.claim_headers.len().to_string());
+    for h in &cfg.upstream.claim_headers {
+        part(&h.claim);
+    }
+    crate::crypto::sha256_hex(&input, 8)
 }
 
 /// Which claims of an ID token a session keeps: the identifier claim, `sub`, `email`,
@@ -262,12 +310,33 @@ mod tests {
     }
 
     #[test]
+    fn the_selection_fingerprint_follows_what_select_claims_reads() {
+        let f = |extra: Value| selection_fingerprint(&cfg(extra));
+        let base = f(json!({}));
+        assert_eq!(
+            base,
+            f(json!({"scopes": ["groups"]})),
+            "not read by select_claims"
+        );
+        for other in [
+            json!({"allowedRolesAndGroups": ["admins"]}),
+            json!({"allowedRolesAndGroups": ["devs"]}),
+            json!({"claimHeaders": {"X-Groups": "groups"}}),
+            json!({"userIdentifierClaim": "email"}),
+            json!({"groupClaimName": "grp"}),
+        ] {
+            assert_ne!(base, f(other.clone()), "{other}");
+        }
+    }
+
+    #[test]
     fn encodes_and_redacts() {
         let s = Session {
             id: "i".into(),
             sub: "u".into(),
             provider_sid: None,
             login_ms: 1,
+            issued: 1,
             expires: 2,
             max: 3,
             generation: 0,
@@ -275,9 +344,17 @@ mod tests {
             id_token: None,
             access_token: None,
             claims: Map::new(),
+            selection: Some("f".into()),
         };
         let b = s.encode().unwrap();
         assert_eq!(Session::decode(&b).unwrap(), s);
+        // A session sealed before `issued` and `selection` were recorded still opens.
+        let old = br#"{"i":"i","s":"u","l":1,"e":2,"m":3,"g":0,"c":{}}"#;
+        let o = Session::decode(old).unwrap();
+        assert_eq!((o.issued, o.selection), (0, None));
+        assert!(
+            Session::decode(br#"{"i":"i","s":"u","l":1,"n":"x","e":2,"m":3,"c":{}}"#).is_none()
+        );
         assert!(!format!("{s:?}").contains("secret-rt"));
         assert!(Session::decode(b"{}").is_none());
         assert!(Session::decode(b"\xff").is_none());

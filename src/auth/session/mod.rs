@@ -37,8 +37,9 @@
 //!
 //! # Refresh
 //!
-//! When the tokens expire within `refreshGracePeriod` and the session has a refresh token, the
-//! session is refreshed with `grant_type=refresh_token` (RFC 6749 §6). Providers that rotate
+//! When the tokens expire within `refreshGracePeriod` (but at most half their lifetime before
+//! their expiry, so short-lived tokens are not refreshed on every request) and the session has a
+//! refresh token, the session is refreshed with `grant_type=refresh_token` (RFC 6749 §6). Providers that rotate
 //! refresh tokens (OAuth 2.0 Security BCP, RFC 9700 §4.14.2) revoke the whole grant when a used
 //! refresh token comes back, so exactly one refresh may happen per session version across every
 //! replica:
@@ -119,6 +120,8 @@ pub struct SessionState {
     /// [`flow::flow_cookie_prefix`]), made once: every forwarded session request looks for them.
     hint_cookie: String,
     flow_prefix: String,
+    /// [`data::selection_fingerprint`] of this configuration, made once.
+    pub(crate) selection: String,
 }
 
 /// One opened session cookie.
@@ -151,12 +154,14 @@ pub(crate) struct Sealers {
 impl SessionState {
     /// Builds the state.
     pub fn new(cfg: &Config) -> Self {
-        let (hint_cookie, flow_prefix) = cfg.browser.as_ref().map_or_else(Default::default, |b| {
-            (
-                hint_cookie_name(b),
-                flow::flow_cookie_prefix(&b.session.cookie_prefix),
-            )
-        });
+        let (hint_cookie, flow_prefix, selection) =
+            cfg.browser.as_ref().map_or_else(Default::default, |b| {
+                (
+                    hint_cookie_name(b),
+                    flow::flow_cookie_prefix(&b.session.cookie_prefix),
+                    data::selection_fingerprint(cfg),
+                )
+            });
         SessionState {
             sealers: None,
             cache: HashMap::with_hasher(textkey::MixedKeys::new()),
@@ -164,6 +169,7 @@ impl SessionState {
             uses: 0,
             hint_cookie,
             flow_prefix,
+            selection,
         }
     }
 
@@ -361,8 +367,7 @@ pub fn authenticate(g: &mut Guard, req: &mut Req<'_>) -> Outcome {
     }
     let mut rewrite = stale_key;
     let mut new_id_token = None;
-    let grace = b.session.refresh_grace_period.as_secs();
-    if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
+    if session.refresh_token.is_some() && refresh_due(&session, now, b) {
         match refresh(g, &cfg, b, Rc::unwrap_or_clone(session)) {
             Refreshed::Current(s) => session = Rc::new(s),
             Refreshed::Adopted(s) => {
@@ -508,8 +513,11 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
         .map(|(_, v)| v)
         .take(MAX_SAME_NAME);
     let mut first_refusal = None;
+    let mut chunked = 0;
     for value in values {
-        match load_one(g, req, b, value) {
+        let nth = chunked;
+        chunked += usize::from(chunks::may_be_chunked(value));
+        match load_one(g, req, b, value, nth) {
             Ok(loaded) => return Ok(Some(loaded)),
             // The store cannot answer: the other cookies cannot be checked either.
             Err(r @ Refusal::Unavailable(_)) => return Err(r),
@@ -521,8 +529,15 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
     first_refusal.map_or(Ok(None), Err)
 }
 
-/// Opens one cookie value of the session's name.
-fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Loaded, Refusal> {
+/// Opens one cookie value of the session's name; `nth` chunked values of the name came before it
+/// (see [`chunks::assemble`]).
+fn load_one(
+    g: &mut Guard,
+    req: &Req<'_>,
+    b: &Browser,
+    value: &str,
+    nth: usize,
+) -> Result<Loaded, Refusal> {
     let name = b.session.cookie_name.as_str();
     match b.session.storage {
         SessionStorage::Cookie => {
@@ -530,9 +545,13 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
             let text: Cow<'_, str> = if !chunks::may_be_chunked(value) {
                 Cow::Borrowed(value)
             } else {
-                Cow::Owned(chunks::assemble(req.cookies(), name, value).ok_or_else(|| {
-                    Refusal::Invalid("a chunk of the session cookie is missing or malformed".into())
-                })?)
+                Cow::Owned(
+                    chunks::assemble(req.cookies(), name, value, nth).ok_or_else(|| {
+                        Refusal::Invalid(
+                            "a chunk of the session cookie is missing or malformed".into(),
+                        )
+                    })?,
+                )
             };
             if let Some(loaded) = g.sessions.cached(&text) {
                 return Ok(loaded);
@@ -544,6 +563,7 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
             let session = Session::decode(&opened.plaintext)
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
+            chosen_here(g, &session)?;
             let session = Rc::new(session);
             let (principal, key) =
                 g.sessions
@@ -576,6 +596,7 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
                 .ok_or_else(|| {
                     Refusal::Invalid("the stored value is not this ticket's session".into())
                 })?;
+            chosen_here(g, &session)?;
             Ok(Loaded {
                 session: Rc::new(session),
                 principal: None,
@@ -585,6 +606,20 @@ fn load_one(g: &mut Guard, req: &Req<'_>, b: &Browser, value: &str) -> Result<Lo
                 clearance: None,
             })
         }
+    }
+}
+
+/// Whether the session's claims were chosen by this configuration ([`data::selection_fingerprint`]):
+/// another middleware with the same cookie name and identity but another policy or other claim
+/// headers must not judge claims selected for it (a user would get a 403 for groups the other
+/// never kept), nor this one after such a change. The browser then logs in again. A session
+/// sealed before the fingerprint was recorded is taken as it is.
+fn chosen_here(g: &Guard, session: &Session) -> Result<(), Refusal> {
+    match &session.selection {
+        Some(f) if *f != g.sessions.selection => Err(Refusal::Invalid(
+            "the session's claims were selected under another policy or other claimHeaders (another middleware with this cookie name, or a changed configuration); give each middleware its own cookiePrefix or instanceName".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -782,6 +817,20 @@ enum Refreshed {
     Ended(&'static str),
 }
 
+/// Whether the session's tokens are to be refreshed now: within `refreshGracePeriod` of their
+/// expiry, but at most half their lifetime before it, so tokens that live shorter than the grace
+/// period are not refreshed on every request (each refresh is a token request, and its tokens
+/// would be inside the grace period from the start).
+fn refresh_due(s: &Session, now: u64, b: &Browser) -> bool {
+    let grace = b.session.refresh_grace_period.as_secs();
+    let lead = if s.issued > 0 && s.issued < s.expires {
+        grace.min((s.expires - s.issued) / 2)
+    } else {
+        grace
+    };
+    now.saturating_add(lead) >= s.expires
+}
+
 fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Refreshed {
     let grace = b.session.refresh_grace_period.as_secs();
     let mut adopted = false;
@@ -930,9 +979,23 @@ fn refresh_now(
             next.id_token = Some(id_token.to_string());
         }
     }
-    // Without any lifetime the provider gives nothing to go by: keep the old one, refreshing
-    // again once it is reached would loop, so the session then ends at that time.
-    next.expires = expires.unwrap_or(old.expires).min(next.max);
+    // Without any lifetime (`expires_in` is only RECOMMENDED, RFC 6749 §5.1, and no ID token
+    // came) the new tokens are taken to last as long as the ones they replace. When that is not
+    // known either, the old expiry stays and the refresh token goes: that expiry is inside the
+    // grace period (this refresh was made for it), so keeping both would refresh again on every
+    // request; the session ends then instead.
+    next.issued = now;
+    next.expires = match expires {
+        Some(e) => e,
+        None if old.issued > 0 && old.issued < old.expires => {
+            now.saturating_add(old.expires - old.issued)
+        }
+        None => {
+            next.refresh_token = None;
+            old.expires
+        }
+    }
+    .min(next.max);
     let cookie_hint = resp
         .id_token
         .filter(|_| b.session.storage == SessionStorage::Cookie);

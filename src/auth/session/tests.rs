@@ -531,3 +531,150 @@ fn access_token_in_authorization() {
     assert!(s.forwarded, "the older session still works");
     assert_eq!(s.ex.upstream_header("authorization"), None);
 }
+
+/// A token response without any lifetime (`expires_in` is only RECOMMENDED, and no ID token):
+/// the new tokens are taken to last as long as the ones they replace, so the next requests do
+/// not refresh again, each spending a token request.
+#[test]
+fn a_refresh_without_a_lifetime_is_not_repeated_on_every_request() {
+    let (mut p, idp, clock, mut jar) =
+        logged_in(json!({"refreshGracePeriod": "60s"}), Some("rt-1"), 120);
+    clock.advance(61_000);
+    for i in 2..10 {
+        idp.answer(
+            200,
+            json!({"access_token": format!("at-{i}"), "token_type": "Bearer",
+                   "refresh_token": format!("rt-{i}")}),
+        );
+    }
+    for _ in 0..5 {
+        assert!(nav(&mut p, &mut jar, "/app").forwarded);
+        clock.advance(1_000);
+    }
+    let refreshes = || {
+        idp.net
+            .token_requests()
+            .iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
+            .count()
+    };
+    assert_eq!(refreshes(), 1, "one refresh, not one per request");
+    // The refreshed session lasts the old lifetime (120 s) from the refresh at T0 + 61 s, and is
+    // refreshed again within the grace period of that: from T0 + 121 s (now T0 + 66 s).
+    clock.advance(50_000);
+    assert!(nav(&mut p, &mut jar, "/app").forwarded);
+    assert_eq!(refreshes(), 1);
+    clock.advance(6_000);
+    assert!(nav(&mut p, &mut jar, "/app").forwarded);
+    assert_eq!(refreshes(), 2);
+}
+
+/// Tokens that live shorter than `refreshGracePeriod` are refreshed half-way through their
+/// lifetime, not on every request.
+#[test]
+fn tokens_shorter_than_the_grace_period_are_not_refreshed_on_every_request() {
+    let (mut p, idp, clock, mut jar) =
+        logged_in(json!({"refreshGracePeriod": "60s"}), Some("rt-1"), 30);
+    for i in 2..10 {
+        idp.answer(
+            200,
+            json!({"access_token": format!("at-{i}"), "token_type": "Bearer",
+                   "refresh_token": format!("rt-{i}"), "expires_in": 30}),
+        );
+    }
+    for _ in 0..30 {
+        assert!(nav(&mut p, &mut jar, "/app").forwarded);
+        clock.advance(1_000);
+    }
+    let refreshes = idp
+        .net
+        .token_requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
+        .count();
+    // 30 s of requests, tokens of 30 s refreshed 15 s before expiry: at 15 s and at 30 s.
+    assert!(
+        (1..=2).contains(&refreshes),
+        "{refreshes} refreshes in 30 s"
+    );
+}
+
+/// A chunked session behind another deployment's chunked session of the same name (set for a
+/// parent domain, older, so sent first) opens from its own chunks.
+#[test]
+fn a_chunked_session_behind_another_chunked_session_of_the_name_opens() {
+    let idp = Idp::new();
+    let clock = Rc::new(ManualClock::new(T0));
+    let big = |p: &mut crate::plugin::Plugin| {
+        let mut jar = Jar::default();
+        let auth = nav(p, &mut jar, "/app").location.unwrap();
+        let mut claims = Idp::claims(&query(&auth, "nonce").unwrap(), T0 / 1000);
+        let groups: Vec<String> = (1..=200)
+            .map(|i| format!("large-claims-group-{i:03}"))
+            .collect();
+        claims["groups"] = json!(groups);
+        idp.answer(200, idp.tokens(&idp.sign(&claims), None, 300));
+        let cb = crate::auth::oidc::tests::callback(p, &mut jar, &auth, "c");
+        assert_eq!(cb.status, Some(302), "{}", cb.body);
+        assert_eq!(jar.session_names().len(), 2, "chunked");
+        jar
+    };
+    let cfg = merge(
+        base_config(),
+        json!({"claimHeaders": {"X-Groups": "groups"}}),
+    );
+    let mut ours = plugin(&cfg, &idp, &clock, None);
+    let mut foreign = plugin(
+        &merge(cfg.clone(), json!({"instanceName": "other-deployment"})),
+        &idp,
+        &clock,
+        None,
+    );
+    let f = big(&mut foreign);
+    let o = big(&mut ours);
+    assert!(
+        nav(&mut ours, &mut o.clone(), "/app").forwarded,
+        "alone it opens"
+    );
+    for cookie in [
+        format!("{}; {}", f.header(), o.header()),
+        format!("{}; {}", o.header(), f.header()),
+    ] {
+        let s = send(
+            &mut ours,
+            &mut Jar::default(),
+            FakeExchange::get("/app")
+                .with("Accept", "text/html")
+                .with("Cookie", &cookie),
+        );
+        assert!(s.forwarded, "{:?} {:?}", s.status, s.set_cookies);
+    }
+}
+
+/// A session whose claims were selected for another policy (another middleware with the same
+/// cookie name, or this one before a change) is not judged on them: the user logs in again
+/// rather than getting a 403 for groups the other policy never kept.
+#[test]
+fn a_session_is_not_judged_on_claims_selected_for_another_policy() {
+    let (_p, idp, clock, jar) = logged_in(json!({"allowedRolesAndGroups": ["admins"]}), None, 3600);
+    let mut other = plugin(
+        &merge(base_config(), json!({"allowedRolesAndGroups": ["devs"]})),
+        &idp,
+        &clock,
+        None,
+    );
+    let s = nav(&mut other, &mut jar.clone(), "/app");
+    assert!(
+        is_login_redirect(&s),
+        "alice is in devs: sent to log in again; got {:?}",
+        s.status
+    );
+    // The same policy in another process opens it (every replica shares the fingerprint).
+    let mut same = plugin(
+        &merge(base_config(), json!({"allowedRolesAndGroups": ["admins"]})),
+        &idp,
+        &clock,
+        None,
+    );
+    assert!(nav(&mut same, &mut jar.clone(), "/app").forwarded);
+}
