@@ -299,7 +299,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
     k("revocationCheckInterval", dur(0, HOUR), Def::Value("5s"),
       "How often an instance asks the shared store whether a session was revoked (logout on another replica); 0 = every request."),
     k("refreshGracePeriod", dur(0, HOUR), Def::Value("60s"),
-      "Refresh the tokens this long before they expire, but at most half their lifetime before (tokens shorter-lived than this are not refreshed on every request).")
+      "Refresh the tokens this long before they expire; tokens that live no longer than this are refreshed half-way through their lifetime (not on every request).")
         .aka(&["refreshGracePeriodSeconds"]),
     k("stripAuthCookies", Kind::Bool, Def::Value("true"),
       "Remove oidc-guard's own cookies from every request forwarded to the backend (authenticated, excluded path, CORS preflight)."),

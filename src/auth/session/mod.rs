@@ -37,9 +37,9 @@
 //!
 //! # Refresh
 //!
-//! When the tokens expire within `refreshGracePeriod` (but at most half their lifetime before
-//! their expiry, so short-lived tokens are not refreshed on every request) and the session has a
-//! refresh token, the session is refreshed with `grant_type=refresh_token` (RFC 6749 §6). Providers that rotate
+//! When the tokens expire within `refreshGracePeriod` (tokens that live no longer than that:
+//! half-way through their lifetime, not on every request) and the session has a refresh token,
+//! the session is refreshed with `grant_type=refresh_token` (RFC 6749 §6). Providers that rotate
 //! refresh tokens (OAuth 2.0 Security BCP, RFC 9700 §4.14.2) revoke the whole grant when a used
 //! refresh token comes back, so exactly one refresh may happen per session version across every
 //! replica:
@@ -818,13 +818,14 @@ enum Refreshed {
 }
 
 /// Whether the session's tokens are to be refreshed now: within `refreshGracePeriod` of their
-/// expiry, but at most half their lifetime before it, so tokens that live shorter than the grace
-/// period are not refreshed on every request (each refresh is a token request, and its tokens
+/// expiry; tokens that live no longer than the grace period half-way through their lifetime, or
+/// they would be refreshed on every request (each refresh is a token request, and its tokens
 /// would be inside the grace period from the start).
 fn refresh_due(s: &Session, now: u64, b: &Browser) -> bool {
     let grace = b.session.refresh_grace_period.as_secs();
-    let lead = if s.issued > 0 && s.issued < s.expires {
-        grace.min((s.expires - s.issued) / 2)
+    let lifetime = s.expires.saturating_sub(s.issued);
+    let lead = if s.issued > 0 && lifetime <= grace {
+        lifetime / 2
     } else {
         grace
     };

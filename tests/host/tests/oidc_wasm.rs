@@ -207,13 +207,23 @@ fn login_session_rotation_refusals_and_logout_in_the_guest() {
     );
     assert!(sent_to_login(&other.send(nav(&cookie)), idp.issuer()));
 
-    // Key rotation: a new key first, the old one still listed.
-    let rotated_cfg = guard(
-        idp.issuer(),
-        "app",
-        "app secret",
-        json!({"sessionEncryptionKey": [KEY2, KEY1]}),
+    // The same middleware with another policy: the session's claims were chosen for the old
+    // one (no `groups` kept), so it is refused and the browser logs in again, never a 403.
+    let stricter = build(
+        guests::Artifact::Traefik,
+        &guard(
+            idp.issuer(),
+            "app",
+            "app secret",
+            json!({"allowedRolesAndGroups": ["admins"]}),
+        ),
+        None,
     );
+    assert!(sent_to_login(&stricter.send(nav(&cookie)), idp.issuer()));
+
+    // Key rotation: a new key first, the old one still listed.
+    let mut rotated_cfg = cfg.clone();
+    rotated_cfg["sessionEncryptionKey"] = json!([KEY2, KEY1]);
     let rotated = build(guests::Artifact::Traefik, &rotated_cfg, None);
     let ex = rotated.send(nav(&cookie));
     assert_eq!(ex.status, 200, "an old-key session opens");
