@@ -512,7 +512,6 @@ fn complete(
             .as_ref()
             .map(|_| tokens.access_token.clone()),
         claims: data::select_claims(&g.cfg, claims.as_map()),
-        selection: Some(g.sessions.selection.clone()),
     };
 
     // The access policy now, so a refused user gets a 403 page at once (and no session).

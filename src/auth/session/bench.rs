@@ -43,7 +43,6 @@ pub fn sample_session(groups: usize) -> Session {
         id_token: None,
         access_token: None,
         claims,
-        selection: Some("0123456789abcdef".into()),
     }
 }
 

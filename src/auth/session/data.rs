@@ -16,9 +16,9 @@ use crate::config::Config;
 /// One browser session.
 ///
 /// Serialised as a JSON object with one-letter member names (it goes into a cookie):
-/// `i` id, `s` sub, `p` provider sid, `l` login ms, `n` when the tokens were issued, `e` expiry,
-/// `m` max, `g` generation, `r` refresh token, `t` ID token, `a` access token, `c` claims, `f` the
-/// claim selection's fingerprint. Written and read by hand
+/// `i` id, `s` sub, `p` provider sid, `l` login ms, `n` seconds from login to when the tokens
+/// were issued (absent: 0), `e` expiry, `m` max, `g` generation, `r` refresh token, `t` ID token,
+/// `a` access token, `c` claims. Written and read by hand
 /// rather than derived: the derived code costs more guest size than these few lines.
 #[derive(Clone, PartialEq)]
 pub struct Session {
@@ -32,7 +32,7 @@ pub struct Session {
     /// When the user logged in, ms since the epoch.
     pub login_ms: u64,
     /// When the current tokens were issued (seconds since the epoch: the login or the last
-    /// refresh); 0 when unknown (a session sealed before this was recorded).
+    /// refresh).
     pub issued: u64,
     /// When the tokens expire (seconds since the epoch): refresh before, no access after.
     pub expires: u64,
@@ -50,9 +50,6 @@ pub struct Session {
     pub access_token: Option<String>,
     /// The claims the policy and the identity headers read.
     pub claims: Map<String, Value>,
-    /// [`selection_fingerprint`] of the configuration that chose `claims`; `None` in a session
-    /// sealed before it was recorded.
-    pub selection: Option<String>,
 }
 
 impl fmt::Debug for Session {
@@ -89,8 +86,9 @@ impl Session {
             m.insert("p".into(), Value::String(p.clone()));
         }
         m.insert("l".into(), Value::from(self.login_ms));
-        if self.issued > 0 {
-            m.insert("n".into(), Value::from(self.issued));
+        let since_login = self.issued.saturating_sub(self.login_ms / 1000);
+        if since_login > 0 {
+            m.insert("n".into(), Value::from(since_login));
         }
         m.insert("e".into(), Value::from(self.expires));
         m.insert("m".into(), Value::from(self.max));
@@ -105,9 +103,6 @@ impl Session {
             m.insert("a".into(), Value::String(a.clone()));
         }
         m.insert("c".into(), Value::Object(self.claims.clone()));
-        if let Some(f) = &self.selection {
-            m.insert("f".into(), Value::String(f.clone()));
-        }
         serde_json::to_vec(&Value::Object(m))
             .map_err(|_| crate::error::Error::Other("session does not serialise".into()))
     }
@@ -128,13 +123,13 @@ impl Session {
         let refresh_token = string("r")?;
         let id_token = string("t")?;
         let access_token = string("a")?;
-        let selection = string("f")?;
         let num = |k: &str| m.get(k).and_then(Value::as_u64);
         let login_ms = num("l")?;
         let issued = match m.get("n") {
             None => 0,
             Some(v) => v.as_u64()?,
-        };
+        }
+        .saturating_add(login_ms / 1000);
         let expires = num("e")?;
         let max = num("m")?;
         let generation = u32::try_from(num("g").unwrap_or(0)).ok()?;
@@ -154,7 +149,6 @@ impl Session {
             id_token,
             access_token,
             claims,
-            selection,
         })
     }
 
@@ -169,12 +163,13 @@ impl Session {
     }
 }
 
-/// What [`select_claims`] depends on, as a short fingerprint (64 bits, hex). A session
-/// records the one of the configuration that chose its claims: another middleware that shares
-/// the cookie name and identity but has another policy or other claim headers (another router
-/// on the host, or this one after a configuration change) must not judge the claims chosen for
-/// the first — a user in its groups would get a 403 for groups the first never kept. Such a
-/// session is refused and the browser logs in again.
+/// What [`select_claims`] depends on, as a short fingerprint (64 bits, hex), sealed into every
+/// session's associated data: another middleware that shares the cookie name and identity but
+/// has another policy or other claim headers (another router on the host, or this one after a
+/// configuration change) must not judge the claims chosen for the first — a user in its groups
+/// would get a 403 for groups the first never kept. Such a session does not open, and the
+/// browser logs in again. (In the associated data rather than in the session, it costs the
+/// cookie nothing.)
 pub fn selection_fingerprint(cfg: &Config) -> String {
     let p = &cfg.policy;
     let mut input = Vec::new();
@@ -335,8 +330,8 @@ mod tests {
             id: "i".into(),
             sub: "u".into(),
             provider_sid: None,
-            login_ms: 1,
-            issued: 1,
+            login_ms: 1_000,
+            issued: 61,
             expires: 2,
             max: 3,
             generation: 0,
@@ -344,14 +339,18 @@ mod tests {
             id_token: None,
             access_token: None,
             claims: Map::new(),
-            selection: Some("f".into()),
         };
         let b = s.encode().unwrap();
+        assert!(String::from_utf8_lossy(&b).contains(r#""n":60"#));
         assert_eq!(Session::decode(&b).unwrap(), s);
-        // A session sealed before `issued` and `selection` were recorded still opens.
-        let old = br#"{"i":"i","s":"u","l":1,"e":2,"m":3,"g":0,"c":{}}"#;
-        let o = Session::decode(old).unwrap();
-        assert_eq!((o.issued, o.selection), (0, None));
+        // Tokens issued at login (every session before its first refresh): no `n` at all.
+        let at_login = Session {
+            issued: 1,
+            ..s.clone()
+        };
+        let b = at_login.encode().unwrap();
+        assert!(!String::from_utf8_lossy(&b).contains(r#""n""#));
+        assert_eq!(Session::decode(&b).unwrap(), at_login);
         assert!(
             Session::decode(br#"{"i":"i","s":"u","l":1,"n":"x","e":2,"m":3,"c":{}}"#).is_none()
         );

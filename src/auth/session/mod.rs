@@ -4,8 +4,9 @@
 //!
 //! - `sessionStorage: cookie` (default): the [`Session`] serialised as JSON and sealed with
 //!   AES-256-GCM ([`seal`]) under a key derived from `sessionEncryptionKey`; associated data binds
-//!   it to this middleware (its derived identity: issuer, client, cookie name, `instanceName`) and
-//!   to the cookie name, so a session cookie of another middleware is refused. The sealed text is
+//!   it to this middleware (its derived identity: issuer, client, cookie name, `instanceName`,
+//!   and the fingerprint of its claim selection, [`data::selection_fingerprint`]) and to the
+//!   cookie name, so a session cookie of another middleware is refused. The sealed text is
 //!   split into cookies of at most 4000 bytes each ([`chunks`]).
 //! - `sessionStorage: server`: the cookie holds a ticket `<id>~<secret>` (128-bit id, 256-bit
 //!   secret); the shared store holds, under the id, only the session sealed with a key derived
@@ -120,8 +121,9 @@ pub struct SessionState {
     /// [`flow::flow_cookie_prefix`]), made once: every forwarded session request looks for them.
     hint_cookie: String,
     flow_prefix: String,
-    /// [`data::selection_fingerprint`] of this configuration, made once.
-    pub(crate) selection: String,
+    /// What sessions and tickets are sealed for: the middleware's identity and the
+    /// [`data::selection_fingerprint`] of its claim selection, made once.
+    seal_identity: String,
 }
 
 /// One opened session cookie.
@@ -154,12 +156,12 @@ pub(crate) struct Sealers {
 impl SessionState {
     /// Builds the state.
     pub fn new(cfg: &Config) -> Self {
-        let (hint_cookie, flow_prefix, selection) =
+        let (hint_cookie, flow_prefix, seal_identity) =
             cfg.browser.as_ref().map_or_else(Default::default, |b| {
                 (
                     hint_cookie_name(b),
                     flow::flow_cookie_prefix(&b.session.cookie_prefix),
-                    data::selection_fingerprint(cfg),
+                    format!("{}:{}", cfg.identity(), data::selection_fingerprint(cfg)),
                 )
             });
         SessionState {
@@ -169,7 +171,7 @@ impl SessionState {
             uses: 0,
             hint_cookie,
             flow_prefix,
-            selection,
+            seal_identity,
         }
     }
 
@@ -513,15 +515,15 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
         .map(|(_, v)| v)
         .take(MAX_SAME_NAME);
     let mut first_refusal = None;
+    // Chunked values before this one (all refused: the first that opens is returned).
     let mut chunked = 0;
     for value in values {
-        let nth = chunked;
-        chunked += usize::from(chunks::may_be_chunked(value));
-        match load_one(g, req, b, value, nth) {
+        match load_one(g, req, b, value, chunked) {
             Ok(loaded) => return Ok(Some(loaded)),
             // The store cannot answer: the other cookies cannot be checked either.
             Err(r @ Refusal::Unavailable(_)) => return Err(r),
             Err(r) => {
+                chunked += usize::from(chunks::may_be_chunked(value));
                 first_refusal.get_or_insert(r);
             }
         }
@@ -556,14 +558,13 @@ fn load_one(
             if let Some(loaded) = g.sessions.cached(&text) {
                 return Ok(loaded);
             }
-            let identity = g.cfg.identity().to_string();
+            let identity = g.sessions.seal_identity.clone();
             let sealer = &g.sessions.sealers(&g.keys).session;
             let opened = sealer
                 .open(&identity, name, &text)
-                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                .map_err(|e| Refusal::Invalid(format!("{e} ({NOT_OURS})")))?;
             let session = Session::decode(&opened.plaintext)
                 .ok_or_else(|| Refusal::Invalid("the sealed value is not a session".into()))?;
-            chosen_here(g, &session)?;
             let session = Rc::new(session);
             let (principal, key) =
                 g.sessions
@@ -585,18 +586,19 @@ fn load_one(
                 Ok(None) => return Err(Refusal::Gone),
                 Err(e) => return Err(Refusal::Unavailable(e.to_string())),
             };
-            let identity = g.cfg.identity().to_string();
+            let identity = g.sessions.seal_identity.clone();
             let opened = ticket_sealer(secret)
                 .open(&identity, id, std::str::from_utf8(&stored).unwrap_or(""))
                 .map_err(|_| {
-                    Refusal::Invalid("the ticket's secret does not open the stored session".into())
+                    Refusal::Invalid(format!(
+                        "the ticket's secret does not open the stored session ({NOT_OURS})"
+                    ))
                 })?;
             let session = Session::decode(&opened.plaintext)
                 .filter(|s| s.id == id)
                 .ok_or_else(|| {
                     Refusal::Invalid("the stored value is not this ticket's session".into())
                 })?;
-            chosen_here(g, &session)?;
             Ok(Loaded {
                 session: Rc::new(session),
                 principal: None,
@@ -609,19 +611,9 @@ fn load_one(
     }
 }
 
-/// Whether the session's claims were chosen by this configuration ([`data::selection_fingerprint`]):
-/// another middleware with the same cookie name and identity but another policy or other claim
-/// headers must not judge claims selected for it (a user would get a 403 for groups the other
-/// never kept), nor this one after such a change. The browser then logs in again. A session
-/// sealed before the fingerprint was recorded is taken as it is.
-fn chosen_here(g: &Guard, session: &Session) -> Result<(), Refusal> {
-    match &session.selection {
-        Some(f) if *f != g.sessions.selection => Err(Refusal::Invalid(
-            "the session's claims were selected under another policy or other claimHeaders (another middleware with this cookie name, or a changed configuration); give each middleware its own cookiePrefix or instanceName".into(),
-        )),
-        _ => Ok(()),
-    }
-}
+/// The likely causes of a session that does not open, for the log: sessions are sealed for the
+/// middleware's identity and its claim selection ([`data::selection_fingerprint`]).
+const NOT_OURS: &str = "tampered, sealed with a key no longer listed, or sealed by another middleware with this cookie name or by this one under another access policy or other claimHeaders; give each middleware its own cookiePrefix and instanceName";
 
 fn ticket_key(id: &str) -> String {
     format!("t:{id}")
@@ -667,11 +659,12 @@ pub(crate) fn persist(
     let identity = cfg.identity().to_string();
     match b.session.storage {
         SessionStorage::Cookie => {
+            let seal_identity = g.sessions.seal_identity.clone();
             let sealed = g
                 .sessions
                 .sealers(&g.keys)
                 .session
-                .seal(&identity, name, &plaintext)
+                .seal(&seal_identity, name, &plaintext)
                 .map_err(|e| e.to_string())?;
             let lines = chunks::write(name, &sealed, &attrs, max_age, req.cookies())?;
             req.set_cookies.extend(lines);
@@ -701,7 +694,7 @@ pub(crate) fn persist(
                 None => crate::rand::token::<32>().map_err(|e| e.to_string())?,
             };
             let sealed = ticket_sealer(&secret)
-                .seal(&identity, &session.id, &plaintext)
+                .seal(&g.sessions.seal_identity, &session.id, &plaintext)
                 .map_err(|e| e.to_string())?;
             g.store
                 .set(
