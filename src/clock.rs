@@ -24,6 +24,21 @@ pub trait Clock {
 
     /// Forgets a reading kept for reuse (see [`RequestClock`]); the next one asks the host.
     fn refresh(&self) {}
+
+    /// Waits `d` ([`pause`]), then forgets the kept reading.
+    fn sleep(&self, d: std::time::Duration) {
+        pause(d);
+        self.refresh();
+    }
+}
+
+/// Waits `d`: in the guest one `poll_oneoff` clock subscription that never traps
+/// ([`crate::net::sys::sleep`]), natively `std::thread::sleep`.
+pub fn pause(d: std::time::Duration) {
+    #[cfg(target_arch = "wasm32")]
+    crate::net::sys::sleep(d);
+    #[cfg(not(target_arch = "wasm32"))]
+    std::thread::sleep(d);
 }
 
 /// The system's wall clock (`clock_time_get(REALTIME)` in the guest).
@@ -129,6 +144,12 @@ impl RequestClock {
     pub fn refresh(&self) {
         self.kept.set((0, 0));
     }
+
+    /// Waits `d` ([`pause`]), then forgets the kept reading.
+    pub fn sleep(&self, d: std::time::Duration) {
+        pause(d);
+        self.refresh();
+    }
 }
 
 impl Clock for RequestClock {
@@ -203,5 +224,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.get()
+    }
+
+    /// Moves the clock forward instead of waiting.
+    fn sleep(&self, d: std::time::Duration) {
+        self.advance(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
 }

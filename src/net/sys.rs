@@ -393,6 +393,25 @@ pub fn poll(fd: SocketFd, interest: Interest, timeout: Duration) -> Result<Readi
     }
 }
 
+/// Waits `d` (one relative MONOTONIC clock subscription; the host blocks in `poll(2)`). Best
+/// effort: an error from the host ends the wait early. Not `std::thread::sleep`, which panics
+/// (a trap, a 500 from Traefik) when the host's event is not exactly the one it expects.
+pub fn sleep(d: Duration) {
+    let mut sub = Subscription([0; 48]);
+    // userdata @0, tag @8 (0: clock), id @16 (1 monotonic), timeout @24, flags @40 (0 relative).
+    sub.0[0] = 1;
+    sub.0[16..20].copy_from_slice(&1u32.to_le_bytes());
+    let ns = u64::try_from(d.as_nanos())
+        .unwrap_or(u64::MAX / 2)
+        .min(u64::MAX / 2);
+    sub.0[24..32].copy_from_slice(&ns.to_le_bytes());
+    let mut event = Event([0; 32]);
+    let mut n: u32 = 0;
+    // SAFETY: `sub` and `event` are one 8-aligned record each, alive for the call; `n` is
+    // writable.
+    let _ = unsafe { ffi::poll_oneoff(&sub, &mut event, 1, &mut n) };
+}
+
 /// How many addresses [`resolve`] asks for.
 const MAX_ADDRS: usize = 8;
 

@@ -49,7 +49,9 @@
 //!    `r:<session id>:<generation>` and adopts it (the browser gets the new cookie);
 //! 2. otherwise it takes the lock `refresh:<session id>:<generation>` with set-if-absent; the
 //!    winner calls the token endpoint and publishes the refreshed session (sealed, 5 minutes);
-//! 3. losers keep using the current session while its tokens are valid.
+//! 3. losers keep using the current session while its tokens are valid; once they have expired,
+//!    a loser waits (up to 2 s) for the winner's publication and adopts it, so the parallel
+//!    requests of a page or an app coming back after the tokens expired do not end the session.
 //!
 //! The lock is never released early (a refresh whose outcome is unknown must not be retried with
 //! the same token); it expires after [`LOCK_TTL`]. In memory mode (no L2) lock and publication are
@@ -94,6 +96,8 @@ pub const LOCK_TTL: Duration = Duration::from_secs(30);
 pub const PUBLISH_TTL: Duration = Duration::from_secs(300);
 /// Published refreshes followed in one request (a cookie several refreshes old).
 const MAX_ADOPTIONS: usize = 4;
+/// How long a request whose tokens expired waits for the refresh another replica makes.
+const PUBLICATION_WAIT: Duration = Duration::from_millis(2_000);
 
 /// Opened session cookies remembered per instance.
 const CACHE_ENTRIES: usize = 16;
@@ -825,30 +829,90 @@ fn refresh_due(s: &Session, now: u64, b: &Browser) -> bool {
     now.saturating_add(lead) >= s.expires
 }
 
+/// What the refresh lock's holder published for one session version (`r:<id>:<generation>`).
+enum Published {
+    /// The refreshed session.
+    Session(Box<Session>),
+    /// The refresh failed ([`REFRESH_FAILED`]): nobody refreshes this version until the lock
+    /// expires.
+    Failed,
+    /// Nothing (yet).
+    Nothing,
+}
+
+/// What marks a failed refresh in place of the refreshed session (never a session's JSON).
+const REFRESH_FAILED: &[u8] = b"-";
+
+/// What another replica published for `version` of `session`.
+///
+/// Not from a remembered miss: in hybrid mode a cached "absent" can outlive the other replica's
+/// lock (negativeTTL may exceed LOCK_TTL), and refreshing twice spends a rotated refresh token.
+fn published(g: &mut Guard, session: &Session, version: &str) -> Published {
+    let Ok(Some(bytes)) = g
+        .store
+        .get_unless_absent_cached(Namespace::SESSION, &format!("r:{version}"))
+    else {
+        return Published::Nothing;
+    };
+    if bytes == REFRESH_FAILED {
+        return Published::Failed;
+    }
+    Session::decode(&bytes)
+        .filter(|n| n.id == session.id && n.generation == session.generation.saturating_add(1))
+        .map_or(Published::Nothing, |s| Published::Session(Box::new(s)))
+}
+
+/// Waits for the refreshed session of the replica that holds the refresh lock, when the current
+/// tokens have expired and cannot serve meanwhile: the parallel requests of a page or an app
+/// coming back after the tokens expired would otherwise each end the session (and delete the
+/// cookies the winner's response sets). Polls with a growing pause, [`PUBLICATION_WAIT`] at
+/// most; stops at once when the winner marks its refresh failed.
+fn await_publication(g: &mut Guard, session: &Session, version: &str) -> Option<Session> {
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(20);
+    while waited < PUBLICATION_WAIT {
+        g.clock.sleep(pause);
+        waited += pause;
+        pause = (pause * 2).min(Duration::from_millis(320));
+        match published(g, session, version) {
+            Published::Session(next) => return Some(*next),
+            Published::Failed => return None,
+            Published::Nothing => {}
+        }
+    }
+    None
+}
+
+/// Tells the requests waiting for this version's refresh ([`await_publication`]) that none is
+/// coming.
+fn publish_failure(g: &mut Guard, version: &str) {
+    // Best effort: without it the waiters give up after PUBLICATION_WAIT.
+    let _ = g.store.set(
+        Namespace::SESSION,
+        &format!("r:{version}"),
+        REFRESH_FAILED,
+        LOCK_TTL,
+        Class::Confidential,
+    );
+}
+
 fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Refreshed {
-    let grace = b.session.refresh_grace_period.as_secs();
     let mut adopted = false;
     for _ in 0..MAX_ADOPTIONS {
         let version = format!("{}:{}", session.id, session.generation);
-        // 1. Already refreshed elsewhere?
-        // Not from a remembered miss: in hybrid mode a cached "absent" can outlive the other
-        // replica's lock (negativeTTL may exceed LOCK_TTL), and refreshing twice spends a
-        // rotated refresh token.
-        if let Ok(Some(bytes)) = g
-            .store
-            .get_unless_absent_cached(Namespace::SESSION, &format!("r:{version}"))
-        {
-            if let Some(next) = Session::decode(&bytes).filter(|n| {
-                n.id == session.id && n.generation == session.generation.saturating_add(1)
-            }) {
-                session = next;
+        // 1. Already refreshed elsewhere (or failed there: not again with the same token)?
+        match published(g, &session, &version) {
+            Published::Session(next) => {
+                session = *next;
                 adopted = true;
                 let now = g.clock.now_ms() / 1000;
-                if session.refresh_token.is_some() && now.saturating_add(grace) >= session.expires {
+                if session.refresh_token.is_some() && refresh_due(&session, now, b) {
                     continue;
                 }
                 break;
             }
+            Published::Failed => break,
+            Published::Nothing => {}
         }
         // 2. Take the lock for this version.
         let outcome = g.store.set_if_absent(
@@ -857,6 +921,28 @@ fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Re
             LOCK_TTL,
             Class::Cache,
         );
+        if outcome == Ok(SetOutcome::AlreadyUsed) && g.clock.now_ms() / 1000 >= session.expires {
+            // 3. Another replica refreshes; these tokens have expired: wait for its result.
+            let since = g.clock.now_ms();
+            let next = await_publication(g, &session, &version);
+            let waited = g.clock.now_ms().saturating_sub(since);
+            g.log.push((
+                LogLevel::Debug,
+                format!(
+                    "oidc-guard: waited {waited} ms for the refresh another request makes: {}",
+                    if next.is_some() {
+                        "adopted"
+                    } else {
+                        "none came"
+                    }
+                ),
+            ));
+            if let Some(next) = next {
+                session = next;
+                adopted = true;
+            }
+            break;
+        }
         if outcome != Ok(SetOutcome::Won) {
             break;
         }
@@ -878,8 +964,12 @@ fn refresh(g: &mut Guard, cfg: &Config, b: &Browser, mut session: Session) -> Re
                 }
                 Refreshed::New(next, id_token)
             }
-            Err(RefreshError::Ended(why)) => Refreshed::Ended(why),
+            Err(RefreshError::Ended(why)) => {
+                publish_failure(g, &version);
+                Refreshed::Ended(why)
+            }
             Err(RefreshError::Failed(why)) => {
+                publish_failure(g, &version);
                 g.log.push((LogLevel::Warn, format!("oidc-guard: refresh failed: {why}; the session is used until its tokens expire")));
                 if adopted {
                     Refreshed::Adopted(session)

@@ -678,3 +678,57 @@ fn a_session_is_not_judged_on_claims_selected_for_another_policy() {
     );
     assert!(nav(&mut same, &mut jar.clone(), "/app").forwarded);
 }
+
+/// A request whose tokens expired while another replica holds the refresh lock waits for that
+/// replica's result: at most 2 s when nothing comes, not at all when the refresh is marked
+/// failed. (The refreshed session arriving during the wait is tested with two real Traefik
+/// processes in `oidc_traefik`.)
+#[test]
+fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
+    let idp = Idp::new();
+    let clock = Rc::new(ManualClock::new(T0));
+    let (l2, state) = fake_l2(&clock);
+    let cfg = merge(base_config(), json!({"refreshGracePeriod": "60s"}));
+    let mut a = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
+    let mut b = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
+    let mut c = plugin(&cfg, &idp, &clock, Some(l2));
+    let mut jar = Jar::default();
+    let r = login(&mut a, &mut jar, &idp, &clock, "/app", Some("rt-1"), 120);
+    assert_eq!(r.status, Some(302), "{}", r.body);
+    // Replica A's refresh fails (the provider is down) inside the grace period: A keeps the
+    // session, holds the lock for this version (30 s) and marks the refresh failed.
+    clock.advance(100_000);
+    idp.net.0.borrow_mut().down = true;
+    assert!(nav(&mut a, &mut jar.clone(), "/app").forwarded);
+    idp.net.0.borrow_mut().down = false;
+    let marked: Vec<String> = state
+        .borrow()
+        .map
+        .keys()
+        .filter(|k| k.contains(":r:"))
+        .cloned()
+        .collect();
+    assert_eq!(marked.len(), 1, "{:?}", state.borrow().map.keys());
+    // The tokens expire (T0 + 120 s). B sees the failure mark: no second refresh, no wait, a new
+    // login.
+    clock.advance(21_000);
+    let before = clock.now_ms();
+    let s = nav(&mut b, &mut jar.clone(), "/app");
+    assert!(is_login_redirect(&s), "{:?}", s.status);
+    assert_eq!(clock.now_ms(), before, "no wait after a marked failure");
+    // Without the mark (the winner's instance was dropped mid-refresh), a replica waits 2 s at
+    // most (C: B's L1 remembers the mark).
+    state.borrow_mut().map.retain(|k, _| !k.contains(":r:"));
+    let before = clock.now_ms();
+    let s = nav(&mut c, &mut jar.clone(), "/app");
+    assert!(is_login_redirect(&s), "{:?}", s.status);
+    let waited = clock.now_ms() - before;
+    assert!((2_000..2_700).contains(&waited), "waited {waited} ms");
+    let refreshes = idp
+        .net
+        .token_requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
+        .count();
+    assert_eq!(refreshes, 1, "A's attempt only");
+}

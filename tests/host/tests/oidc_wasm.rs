@@ -735,3 +735,74 @@ fn profile_valid_session_requests() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// The parallel requests of an app coming back after its tokens expired, spread over two
+/// replicas sharing a store: one refreshes, the others wait for its result and adopt it — every
+/// request is served, none ends the session, and the provider sees one refresh grant.
+#[test]
+fn parallel_requests_after_the_tokens_expired_all_adopt_one_refresh() {
+    let (la, pa) = Front::bind();
+    let app = format!("http://127.0.0.1:{pa}");
+    let idp = Idp::start(
+        IdpOptions::default()
+            .client(Client::new(
+                "app",
+                "app-secret",
+                &format!("{app}/oauth2/callback"),
+            ))
+            .access_token_ttl(3)
+            .id_token_ttl(3),
+    )
+    .unwrap();
+    let cfg = guard(
+        idp.issuer(),
+        "app",
+        "app-secret",
+        json!({"refreshGracePeriod": "1s"}),
+    );
+    let store = Bridge::isolated_memory();
+    let a = build(guests::Artifact::Bridge, &cfg, Some(store.clone()));
+    let bmw = build(guests::Artifact::Bridge, &cfg, Some(store));
+    let front = Front::serve(la, a.clone());
+    let mut b = Browser::new();
+    let page = b.get(&front.url("/app")).unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    let logged_in = Instant::now();
+    let cookie = session_cookie(&b);
+    idp.reset_stats().unwrap();
+
+    // The tokens (3 s) have expired; the refresh token has not.
+    std::thread::sleep(Duration::from_millis(3_600).saturating_sub(logged_in.elapsed()));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let mw = if i % 2 == 0 { a.clone() } else { bmw.clone() };
+            let c = cookie.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let ex = mw.send(
+                    Request::get("/api/data")
+                        .header("Accept", "application/json")
+                        .header("Cookie", &c),
+                );
+                let cleared = ex
+                    .header_values("set-cookie")
+                    .iter()
+                    .any(|s| s.starts_with("_oidc_guard_session=;"));
+                (ex.status, cleared)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        results.iter().all(|&(s, cleared)| s == 200 && !cleared),
+        "{results:?}"
+    );
+    let stats = idp.stats().unwrap();
+    assert_eq!(
+        stats.refresh_token_grants, 1,
+        "one refresh grant: {stats:?}"
+    );
+    assert_eq!(stats.refresh_token_grant_errors, 0, "{stats:?}");
+}
