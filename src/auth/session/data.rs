@@ -18,8 +18,8 @@ use crate::config::Config;
 /// Serialised as a JSON object with one-letter member names (it goes into a cookie):
 /// `i` id, `s` sub, `p` provider sid, `l` login ms, `n` seconds from login to when the tokens
 /// were issued (absent: 0), `e` expiry, `m` max, `g` generation, `r` refresh token, `t` ID token,
-/// `a` access token, `c` claims. Written and read by hand
-/// rather than derived: the derived code costs more guest size than these few lines.
+/// `a` access token, `c` claims. Written and read by hand rather than derived: the derived code
+/// costs more guest size than these few lines.
 #[derive(Clone, PartialEq)]
 pub struct Session {
     /// Our session id (random, 128 bits): the key of revocation markers, refresh locks and

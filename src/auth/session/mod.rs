@@ -1064,10 +1064,10 @@ fn refresh_now(
         }
     }
     // Without any lifetime (`expires_in` is only RECOMMENDED, RFC 6749 §5.1, and no ID token
-    // came) the new tokens are taken to last as long as the ones they replace. When that is not
-    // known either, the old expiry stays and the refresh token goes: that expiry is inside the
-    // grace period (this refresh was made for it), so keeping both would refresh again on every
-    // request; the session ends then instead.
+    // came) the new tokens are taken to last as long as the ones they replace. Should that not
+    // make sense (an issue time not before the old expiry), the old expiry stays and the refresh
+    // token goes: that expiry is inside the grace period (this refresh was made for it), so
+    // keeping both would refresh again on every request; the session ends then instead.
     next.issued = now;
     next.expires = match expires {
         Some(e) => e,
