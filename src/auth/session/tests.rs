@@ -26,6 +26,15 @@ fn logged_in(
     (p, idp, clock, jar)
 }
 
+/// The refresh-token grants the provider received.
+fn refresh_grants(idp: &Idp) -> usize {
+    idp.net
+        .token_requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
+        .count()
+}
+
 fn is_login_redirect(s: &crate::auth::oidc::tests::Sent) -> bool {
     s.status == Some(302)
         && s.location
@@ -293,13 +302,7 @@ fn refresh_happens_once_and_other_replicas_adopt_it() {
             .any(|c| c.starts_with("_oidc_guard_session=")),
         "new cookie with the response"
     );
-    let refreshes = |idp: &Idp| {
-        idp.net
-            .token_requests()
-            .iter()
-            .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
-            .count()
-    };
+    let refreshes = refresh_grants;
     assert_eq!(refreshes(&idp), 1);
     let body = String::from_utf8(idp.net.token_requests().last().unwrap().body.clone()).unwrap();
     assert_eq!(
@@ -551,13 +554,7 @@ fn a_refresh_without_a_lifetime_is_not_repeated_on_every_request() {
         assert!(nav(&mut p, &mut jar, "/app").forwarded);
         clock.advance(1_000);
     }
-    let refreshes = || {
-        idp.net
-            .token_requests()
-            .iter()
-            .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
-            .count()
-    };
+    let refreshes = || refresh_grants(&idp);
     assert_eq!(refreshes(), 1, "one refresh, not one per request");
     // The refreshed session lasts the old lifetime (120 s) from the refresh at T0 + 61 s, and is
     // refreshed again within the grace period of that: from T0 + 121 s (now T0 + 66 s).
@@ -586,12 +583,7 @@ fn tokens_shorter_than_the_grace_period_are_not_refreshed_on_every_request() {
         assert!(nav(&mut p, &mut jar, "/app").forwarded);
         clock.advance(1_000);
     }
-    let refreshes = idp
-        .net
-        .token_requests()
-        .iter()
-        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
-        .count();
+    let refreshes = refresh_grants(&idp);
     // 30 s of requests, tokens of 30 s refreshed 15 s before expiry: at 15 s and at 30 s.
     assert!(
         (1..=2).contains(&refreshes),
@@ -724,11 +716,6 @@ fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
     assert!(is_login_redirect(&s), "{:?}", s.status);
     let waited = clock.now_ms() - before;
     assert!((2_000..2_700).contains(&waited), "waited {waited} ms");
-    let refreshes = idp
-        .net
-        .token_requests()
-        .iter()
-        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
-        .count();
+    let refreshes = refresh_grants(&idp);
     assert_eq!(refreshes, 1, "A's attempt only");
 }

@@ -402,8 +402,20 @@ fn login_in_real_traefik_second_process_algorithms_policy_and_logout() {
     drop((t1, t2));
 }
 
-#[test]
-fn one_refresh_and_logout_across_two_traefik_replicas_sharing_redis() {
+/// Two Traefik processes (`GOMAXPROCS=1`) with the guard in front of one backend, sharing a
+/// real redis-server, and a provider whose tokens live `ttl` seconds. Fields drop in order: the
+/// Traefik processes first.
+struct TwoReplicas {
+    t1: Traefik,
+    t2: Traefik,
+    o1: String,
+    o2: String,
+    idp: Idp,
+    _backend: Backend,
+    redis: RedisServer,
+}
+
+fn two_replicas(ttl: u64, extra: Value, log_level: Option<&str>) -> TwoReplicas {
     let redis = RedisServer::start(Flavor::Redis, &ServerConfig::default());
     let (p1, p2) = (free_port(), free_port());
     let (o1, o2) = (
@@ -416,32 +428,59 @@ fn one_refresh_and_logout_across_two_traefik_replicas_sharing_redis() {
                 Client::new("app", "s3cret", &format!("{o1}/oauth2/callback"))
                     .redirect_uri(&format!("{o2}/oauth2/callback")),
             )
-            .access_token_ttl(20)
-            .id_token_ttl(20),
+            .access_token_ttl(ttl)
+            .id_token_ttl(ttl),
     )
     .unwrap();
     let backend = Backend::start();
-    let cfg = guard(
+    let mut cfg = guard(
         idp.issuer(),
         "app",
-        json!({
-            "redis": {"address": format!("127.0.0.1:{}", redis.port)},
-            "refreshGracePeriod": "17s",
-            "revocationCheckInterval": "1s",
-        }),
+        json!({"redis": {"address": format!("127.0.0.1:{}", redis.port)}}),
     );
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
     let start = |port: u16| -> Traefik {
         let mut c = TraefikConfig::default()
             .middleware("guard", cfg.clone())
             .route("main", "PathPrefix(`/`)", &["guard"], &backend.url())
             .gomaxprocs(1);
         c.port = Some(port);
+        c.log_level = log_level.map(str::to_string);
         c.start()
     };
     let t1 = start(p1);
     let t2 = start(p2);
     t1.wait_route("/public/ready");
     t2.wait_route("/public/ready");
+    TwoReplicas {
+        t1,
+        t2,
+        o1,
+        o2,
+        idp,
+        _backend: backend,
+        redis,
+    }
+}
+
+#[test]
+fn one_refresh_and_logout_across_two_traefik_replicas_sharing_redis() {
+    // Every field bound: a field left to `..` would be dropped (its server stopped) here.
+    let TwoReplicas {
+        t1,
+        t2,
+        o1,
+        o2,
+        idp,
+        _backend,
+        redis,
+    } = two_replicas(
+        20,
+        json!({"refreshGracePeriod": "17s", "revocationCheckInterval": "1s"}),
+        None,
+    );
 
     let mut b = Browser::new();
     let page = b.get(&format!("{o1}/app")).unwrap();
@@ -567,45 +606,19 @@ fn one_refresh_and_logout_across_two_traefik_replicas_sharing_redis() {
 /// 16 parallel requests, is `oidc_wasm::parallel_requests_after_the_tokens_expired_all_adopt_one_refresh`.
 #[test]
 fn two_replicas_with_expired_tokens_share_one_refresh() {
-    let redis = RedisServer::start(Flavor::Redis, &ServerConfig::default());
-    let (p1, p2) = (free_port(), free_port());
-    let (o1, o2) = (
-        format!("http://127.0.0.1:{p1}"),
-        format!("http://127.0.0.1:{p2}"),
+    let TwoReplicas {
+        t1,
+        t2,
+        o1,
+        o2,
+        idp,
+        _backend,
+        redis: _redis,
+    } = two_replicas(
+        3,
+        json!({"refreshGracePeriod": "1s", "logLevel": "debug"}),
+        Some("DEBUG"),
     );
-    let idp = Idp::start(
-        IdpOptions::default()
-            .client(
-                Client::new("app", "s3cret", &format!("{o1}/oauth2/callback"))
-                    .redirect_uri(&format!("{o2}/oauth2/callback")),
-            )
-            .access_token_ttl(3)
-            .id_token_ttl(3),
-    )
-    .unwrap();
-    let backend = Backend::start();
-    let cfg = guard(
-        idp.issuer(),
-        "app",
-        json!({
-            "redis": {"address": format!("127.0.0.1:{}", redis.port)},
-            "refreshGracePeriod": "1s",
-            "logLevel": "debug",
-        }),
-    );
-    let start = |port: u16| -> Traefik {
-        let mut c = TraefikConfig::default()
-            .middleware("guard", cfg.clone())
-            .route("main", "PathPrefix(`/`)", &["guard"], &backend.url())
-            .gomaxprocs(1);
-        c.port = Some(port);
-        c.log_level = Some("DEBUG".into());
-        c.start()
-    };
-    let t1 = start(p1);
-    let t2 = start(p2);
-    t1.wait_route("/public/ready");
-    t2.wait_route("/public/ready");
     let mut b = Browser::new();
     let page = b.get(&format!("{o1}/app")).unwrap();
     assert_eq!(page.status, 200, "{}\n{}", page.text(), t1.log_text());
