@@ -51,21 +51,30 @@ pub fn is_chunk_of(candidate: &str, name: &str) -> bool {
 /// The reassembled value of `name` from the request's cookies; `None` when absent or when a
 /// chunk is missing or malformed.
 pub fn read(cookies: &[(String, String)], name: &str) -> Option<String> {
-    assemble(cookies, name, cookie::value(cookies, name)?, 0)
+    assemble(cookies, name, cookie::value(cookies, name)?, &[])
+}
+
+/// How many cookies the value whose first cookie is `first` says it has, when it is chunked.
+pub fn count(first: &str) -> Option<usize> {
+    match first.as_bytes() {
+        [d @ b'0'..=b'9', b'.', ..] => Some(usize::from(d - b'0')),
+        _ => None,
+    }
 }
 
 /// The value whose first cookie (`name`) is `first`, its chunks taken from `cookies`; `None` when
 /// a chunk is missing or malformed.
 ///
-/// `nth`: how many chunked values of the name come before this one in the request (another
-/// deployment's session for a parent domain, say). A value's chunks are written together, so a
-/// browser orders them as it orders their first cookies (RFC 6265 §5.4: path length, then
-/// creation time): each chunk is the `nth` cookie of its name, or the first when there are fewer.
+/// `before`: the chunk counts of the chunked values of the name that come before this one in the
+/// request (another deployment's session for a parent domain, say). A value's chunks are written
+/// together, so a browser orders them as it orders their first cookies (RFC 6265 §5.4: path
+/// length, then creation time): chunk `i` comes after chunk `i` of each of those values that has
+/// one (or is the first of its name when there are fewer).
 pub fn assemble(
     cookies: &[(String, String)],
     name: &str,
     first: &str,
-    nth: usize,
+    before: &[usize],
 ) -> Option<String> {
     let Some((count, head)) = first.split_once('.') else {
         return Some(first.to_string());
@@ -78,11 +87,12 @@ pub fn assemble(
     out.push_str(head);
     for i in 1..n {
         let chunk = chunk_name(name, i);
+        let skip = before.iter().filter(|&&c| c > i).count();
         let mut values = cookies.iter().filter(|(k, _)| *k == chunk).map(|(_, v)| v);
         let first_value = values.next()?;
-        let v = match nth {
+        let v = match skip {
             0 => first_value,
-            _ => values.nth(nth - 1).unwrap_or(first_value),
+            _ => values.nth(skip - 1).unwrap_or(first_value),
         };
         out.push_str(v);
     }

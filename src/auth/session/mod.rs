@@ -519,15 +519,18 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
         .map(|(_, v)| v)
         .take(MAX_SAME_NAME);
     let mut first_refusal = None;
-    // Chunked values before this one (all refused: the first that opens is returned).
-    let mut chunked = 0;
+    // The chunk counts of the chunked values before this one (all refused: the first that opens
+    // is returned).
+    let mut chunked: Vec<usize> = Vec::new();
     for value in values {
-        match load_one(g, req, b, value, chunked) {
+        match load_one(g, req, b, value, &chunked) {
             Ok(loaded) => return Ok(Some(loaded)),
             // The store cannot answer: the other cookies cannot be checked either.
             Err(r @ Refusal::Unavailable(_)) => return Err(r),
             Err(r) => {
-                chunked += usize::from(chunks::may_be_chunked(value));
+                if let Some(n) = chunks::count(value) {
+                    chunked.push(n);
+                }
                 first_refusal.get_or_insert(r);
             }
         }
@@ -535,14 +538,14 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
     first_refusal.map_or(Ok(None), Err)
 }
 
-/// Opens one cookie value of the session's name; `nth` chunked values of the name came before it
-/// (see [`chunks::assemble`]).
+/// Opens one cookie value of the session's name; `before`: the chunk counts of the chunked values
+/// of the name that came before it (see [`chunks::assemble`]).
 fn load_one(
     g: &mut Guard,
     req: &Req<'_>,
     b: &Browser,
     value: &str,
-    nth: usize,
+    before: &[usize],
 ) -> Result<Loaded, Refusal> {
     let name = b.session.cookie_name.as_str();
     match b.session.storage {
@@ -552,7 +555,7 @@ fn load_one(
                 Cow::Borrowed(value)
             } else {
                 Cow::Owned(
-                    chunks::assemble(req.cookies(), name, value, nth).ok_or_else(|| {
+                    chunks::assemble(req.cookies(), name, value, before).ok_or_else(|| {
                         Refusal::Invalid(
                             "a chunk of the session cookie is missing or malformed".into(),
                         )
@@ -868,11 +871,16 @@ fn published(g: &mut Guard, session: &Session, version: &str) -> Published {
 /// cookies the winner's response sets). Polls with a growing pause, [`PUBLICATION_WAIT`] at
 /// most; stops at once when the winner marks its refresh failed.
 fn await_publication(g: &mut Guard, session: &Session, version: &str) -> Option<Session> {
-    let mut waited = Duration::ZERO;
+    // Bounded by the clock, not by the pauses: each poll may wait on the L2 as well.
+    let wait_ms = u64::try_from(PUBLICATION_WAIT.as_millis()).unwrap_or(u64::MAX);
+    let deadline = g.clock.now_ms().saturating_add(wait_ms);
     let mut pause = Duration::from_millis(20);
-    while waited < PUBLICATION_WAIT {
-        g.clock.sleep(pause);
-        waited += pause;
+    loop {
+        let left = deadline.saturating_sub(g.clock.now_ms());
+        if left == 0 {
+            return None;
+        }
+        g.clock.sleep(pause.min(Duration::from_millis(left)));
         pause = (pause * 2).min(Duration::from_millis(320));
         match published(g, session, version) {
             Published::Session(next) => return Some(*next),
@@ -880,7 +888,6 @@ fn await_publication(g: &mut Guard, session: &Session, version: &str) -> Option<
             Published::Nothing => {}
         }
     }
-    None
 }
 
 /// Tells the requests waiting for this version's refresh ([`await_publication`]) that none is

@@ -719,3 +719,88 @@ fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
     let refreshes = refresh_grants(&idp);
     assert_eq!(refreshes, 1, "A's attempt only");
 }
+
+/// The wait for another replica's refresh is bounded by the clock, L2 round trips included: a
+/// store answering just under its read timeout cannot stretch it (10 polls of 300 ms on top of
+/// the pauses took 7 s before).
+#[test]
+fn the_wait_for_a_refresh_is_bounded_in_time_with_a_slow_store() {
+    let idp = Idp::new();
+    let clock = Rc::new(ManualClock::new(T0));
+    let (l2, state) = crate::store::fake::FakeL2::with_manual_clock(clock.clone());
+    let cfg = merge(base_config(), json!({"refreshGracePeriod": "60s"}));
+    let mut a = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
+    let mut c = plugin(&cfg, &idp, &clock, Some(l2));
+    let mut jar = Jar::default();
+    let r = login(&mut a, &mut jar, &idp, &clock, "/app", Some("rt-1"), 120);
+    assert_eq!(r.status, Some(302), "{}", r.body);
+    clock.advance(100_000);
+    idp.net.0.borrow_mut().down = true;
+    assert!(nav(&mut a, &mut jar.clone(), "/app").forwarded);
+    idp.net.0.borrow_mut().down = false;
+    // The failure mark lost, the lock held: C waits for a refresh that never comes.
+    state.borrow_mut().map.retain(|k, _| !k.contains(":r:"));
+    clock.advance(21_000);
+    state.borrow_mut().latency_ms = 300;
+    let before = clock.now_ms();
+    let s = nav(&mut c, &mut jar.clone(), "/app");
+    assert!(is_login_redirect(&s), "{:?}", s.status);
+    let elapsed = clock.now_ms() - before;
+    // The wait itself (2 s, its last poll included) plus the round trips before and after it.
+    assert!(elapsed <= 2_000 + 300 * 7, "the request took {elapsed} ms");
+}
+
+/// A chunked session between another deployment's shorter chunked session (before it) and a
+/// longer one (after it) takes its own chunk of each name.
+#[test]
+fn a_chunked_session_between_shorter_and_longer_foreign_ones_opens() {
+    let idp = Idp::new();
+    let clock = Rc::new(ManualClock::new(T0));
+    let big = |p: &mut crate::plugin::Plugin, n: usize, chunks: usize| {
+        let mut jar = Jar::default();
+        let auth = nav(p, &mut jar, "/app").location.unwrap();
+        let mut claims = Idp::claims(&query(&auth, "nonce").unwrap(), T0 / 1000);
+        let groups: Vec<String> = (1..=n)
+            .map(|i| format!("large-claims-group-{i:03}"))
+            .collect();
+        claims["groups"] = json!(groups);
+        idp.answer(200, idp.tokens(&idp.sign(&claims), None, 300));
+        let cb = crate::auth::oidc::tests::callback(p, &mut jar, &auth, "c");
+        assert_eq!(cb.status, Some(302), "{}", cb.body);
+        assert_eq!(jar.session_names().len(), chunks, "{n} groups");
+        jar
+    };
+    let cfg = merge(
+        base_config(),
+        json!({"claimHeaders": {"X-Groups": "groups"}}),
+    );
+    let mut ours = plugin(&cfg, &idp, &clock, None);
+    let other = |name: &str| {
+        plugin(
+            &merge(cfg.clone(), json!({"instanceName": name})),
+            &idp,
+            &clock,
+            None,
+        )
+    };
+    let (mut a, mut c) = (other("deployment-a"), other("deployment-c"));
+    let a = big(&mut a, 200, 2);
+    let o = big(&mut ours, 300, 3);
+    let c = big(&mut c, 300, 3);
+    let mut parts = Vec::new();
+    for n in &o.session_names() {
+        for j in [&a, &o, &c] {
+            if let Some(v) = j.get(n) {
+                parts.push(format!("{n}={v}"));
+            }
+        }
+    }
+    let s = send(
+        &mut ours,
+        &mut Jar::default(),
+        FakeExchange::get("/app")
+            .with("Accept", "text/html")
+            .with("Cookie", &parts.join("; ")),
+    );
+    assert!(s.forwarded, "{:?} {:?}", s.status, s.set_cookies);
+}
