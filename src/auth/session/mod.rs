@@ -521,15 +521,17 @@ fn load(g: &mut Guard, req: &Req<'_>, b: &Browser) -> Result<Option<Loaded>, Ref
     let mut first_refusal = None;
     // The chunk counts of the chunked values before this one (all refused: the first that opens
     // is returned).
-    let mut chunked: Vec<usize> = Vec::new();
+    let mut chunked = [0usize; MAX_SAME_NAME];
+    let mut n_chunked = 0;
     for value in values {
-        match load_one(g, req, b, value, &chunked) {
+        match load_one(g, req, b, value, chunked.get(..n_chunked).unwrap_or(&[])) {
             Ok(loaded) => return Ok(Some(loaded)),
             // The store cannot answer: the other cookies cannot be checked either.
             Err(r @ Refusal::Unavailable(_)) => return Err(r),
             Err(r) => {
-                if let Some(n) = chunks::count(value) {
-                    chunked.push(n);
+                if let (Some(n), Some(slot)) = (chunks::count(value), chunked.get_mut(n_chunked)) {
+                    *slot = n;
+                    n_chunked += 1;
                 }
                 first_refusal.get_or_insert(r);
             }
