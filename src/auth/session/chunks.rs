@@ -21,7 +21,7 @@ const _: () = assert!(MAX_CHUNKS < 10);
 /// without reading past its second byte. A value for which this is false is taken whole: it holds
 /// no `.` (base64url has none), or one elsewhere, and then it does not open.
 pub fn may_be_chunked(first: &str) -> bool {
-    matches!(first.as_bytes(), [b'0'..=b'9', b'.', ..])
+    count(first).is_some()
 }
 
 /// The name of chunk `i` (0 is the base name).

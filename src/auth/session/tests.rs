@@ -26,6 +26,66 @@ fn logged_in(
     (p, idp, clock, jar)
 }
 
+/// A login at `p` whose ID token carries `groups` groups (forwarded by a header, so kept), which
+/// the test expects to fill `chunks` cookies.
+fn chunked_login(p: &mut crate::plugin::Plugin, idp: &Idp, groups: usize, chunks: usize) -> Jar {
+    let mut jar = Jar::default();
+    let auth = nav(p, &mut jar, "/app").location.unwrap();
+    let mut claims = Idp::claims(&query(&auth, "nonce").unwrap(), T0 / 1000);
+    let groups: Vec<String> = (1..=groups)
+        .map(|i| format!("large-claims-group-{i:03}"))
+        .collect();
+    claims["groups"] = json!(groups);
+    idp.answer(200, idp.tokens(&idp.sign(&claims), None, 300));
+    let cb = crate::auth::oidc::tests::callback(p, &mut jar, &auth, "c");
+    assert_eq!(cb.status, Some(302), "{}", cb.body);
+    assert_eq!(jar.session_names().len(), chunks, "{} groups", groups.len());
+    jar
+}
+
+/// Replicas sharing `l2` (made on the test's clock): replica 0 logs in (tokens of 120 s,
+/// refresh grace 60 s) and, at T0 + 100 s, fails to refresh (the provider is down), so it holds
+/// the refresh lock of this version for 30 s and marks the refresh failed.
+fn after_a_failed_refresh(
+    make_l2: impl FnOnce(
+        Rc<ManualClock>,
+    ) -> (
+        crate::store::fake::FakeL2,
+        Rc<std::cell::RefCell<crate::store::fake::FakeState>>,
+    ),
+    replicas: usize,
+) -> (
+    Idp,
+    Rc<ManualClock>,
+    Rc<std::cell::RefCell<crate::store::fake::FakeState>>,
+    Vec<crate::plugin::Plugin>,
+    Jar,
+) {
+    let idp = Idp::new();
+    let clock = Rc::new(ManualClock::new(T0));
+    let (l2, state) = make_l2(clock.clone());
+    let cfg = merge(base_config(), json!({"refreshGracePeriod": "60s"}));
+    let mut ps: Vec<_> = (0..replicas)
+        .map(|_| plugin(&cfg, &idp, &clock, Some(l2.sharing())))
+        .collect();
+    let mut jar = Jar::default();
+    let r = login(
+        &mut ps[0],
+        &mut jar,
+        &idp,
+        &clock,
+        "/app",
+        Some("rt-1"),
+        120,
+    );
+    assert_eq!(r.status, Some(302), "{}", r.body);
+    clock.advance(100_000);
+    idp.net.0.borrow_mut().down = true;
+    assert!(nav(&mut ps[0], &mut jar.clone(), "/app").forwarded);
+    idp.net.0.borrow_mut().down = false;
+    (idp, clock, state, ps, jar)
+}
+
 /// The refresh-token grants the provider received.
 fn refresh_grants(idp: &Idp) -> usize {
     idp.net
@@ -597,20 +657,6 @@ fn tokens_shorter_than_the_grace_period_are_not_refreshed_on_every_request() {
 fn a_chunked_session_behind_another_chunked_session_of_the_name_opens() {
     let idp = Idp::new();
     let clock = Rc::new(ManualClock::new(T0));
-    let big = |p: &mut crate::plugin::Plugin| {
-        let mut jar = Jar::default();
-        let auth = nav(p, &mut jar, "/app").location.unwrap();
-        let mut claims = Idp::claims(&query(&auth, "nonce").unwrap(), T0 / 1000);
-        let groups: Vec<String> = (1..=200)
-            .map(|i| format!("large-claims-group-{i:03}"))
-            .collect();
-        claims["groups"] = json!(groups);
-        idp.answer(200, idp.tokens(&idp.sign(&claims), None, 300));
-        let cb = crate::auth::oidc::tests::callback(p, &mut jar, &auth, "c");
-        assert_eq!(cb.status, Some(302), "{}", cb.body);
-        assert_eq!(jar.session_names().len(), 2, "chunked");
-        jar
-    };
     let cfg = merge(
         base_config(),
         json!({"claimHeaders": {"X-Groups": "groups"}}),
@@ -622,8 +668,8 @@ fn a_chunked_session_behind_another_chunked_session_of_the_name_opens() {
         &clock,
         None,
     );
-    let f = big(&mut foreign);
-    let o = big(&mut ours);
+    let f = chunked_login(&mut foreign, &idp, 200, 2);
+    let o = chunked_login(&mut ours, &idp, 200, 2);
     assert!(
         nav(&mut ours, &mut o.clone(), "/app").forwarded,
         "alone it opens"
@@ -677,22 +723,9 @@ fn a_session_is_not_judged_on_claims_selected_for_another_policy() {
 /// processes in `oidc_traefik`.)
 #[test]
 fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
-    let idp = Idp::new();
-    let clock = Rc::new(ManualClock::new(T0));
-    let (l2, state) = fake_l2(&clock);
-    let cfg = merge(base_config(), json!({"refreshGracePeriod": "60s"}));
-    let mut a = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
-    let mut b = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
-    let mut c = plugin(&cfg, &idp, &clock, Some(l2));
-    let mut jar = Jar::default();
-    let r = login(&mut a, &mut jar, &idp, &clock, "/app", Some("rt-1"), 120);
-    assert_eq!(r.status, Some(302), "{}", r.body);
     // Replica A's refresh fails (the provider is down) inside the grace period: A keeps the
     // session, holds the lock for this version (30 s) and marks the refresh failed.
-    clock.advance(100_000);
-    idp.net.0.borrow_mut().down = true;
-    assert!(nav(&mut a, &mut jar.clone(), "/app").forwarded);
-    idp.net.0.borrow_mut().down = false;
+    let (idp, clock, state, mut ps, jar) = after_a_failed_refresh(|c| fake_l2(&c), 3);
     let marked: Vec<String> = state
         .borrow()
         .map
@@ -705,14 +738,14 @@ fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
     // login.
     clock.advance(21_000);
     let before = clock.now_ms();
-    let s = nav(&mut b, &mut jar.clone(), "/app");
+    let s = nav(&mut ps[1], &mut jar.clone(), "/app");
     assert!(is_login_redirect(&s), "{:?}", s.status);
     assert_eq!(clock.now_ms(), before, "no wait after a marked failure");
     // Without the mark (the winner's instance was dropped mid-refresh), a replica waits 2 s at
     // most (C: B's L1 remembers the mark).
     state.borrow_mut().map.retain(|k, _| !k.contains(":r:"));
     let before = clock.now_ms();
-    let s = nav(&mut c, &mut jar.clone(), "/app");
+    let s = nav(&mut ps[2], &mut jar.clone(), "/app");
     assert!(is_login_redirect(&s), "{:?}", s.status);
     let waited = clock.now_ms() - before;
     assert!((2_000..2_700).contains(&waited), "waited {waited} ms");
@@ -725,25 +758,14 @@ fn a_lock_loser_with_expired_tokens_waits_for_the_winner_within_bounds() {
 /// the pauses took 7 s before).
 #[test]
 fn the_wait_for_a_refresh_is_bounded_in_time_with_a_slow_store() {
-    let idp = Idp::new();
-    let clock = Rc::new(ManualClock::new(T0));
-    let (l2, state) = crate::store::fake::FakeL2::with_manual_clock(clock.clone());
-    let cfg = merge(base_config(), json!({"refreshGracePeriod": "60s"}));
-    let mut a = plugin(&cfg, &idp, &clock, Some(l2.sharing()));
-    let mut c = plugin(&cfg, &idp, &clock, Some(l2));
-    let mut jar = Jar::default();
-    let r = login(&mut a, &mut jar, &idp, &clock, "/app", Some("rt-1"), 120);
-    assert_eq!(r.status, Some(302), "{}", r.body);
-    clock.advance(100_000);
-    idp.net.0.borrow_mut().down = true;
-    assert!(nav(&mut a, &mut jar.clone(), "/app").forwarded);
-    idp.net.0.borrow_mut().down = false;
+    let (_idp, clock, state, mut ps, jar) =
+        after_a_failed_refresh(crate::store::fake::FakeL2::with_manual_clock, 2);
     // The failure mark lost, the lock held: C waits for a refresh that never comes.
     state.borrow_mut().map.retain(|k, _| !k.contains(":r:"));
     clock.advance(21_000);
     state.borrow_mut().latency_ms = 300;
     let before = clock.now_ms();
-    let s = nav(&mut c, &mut jar.clone(), "/app");
+    let s = nav(&mut ps[1], &mut jar.clone(), "/app");
     assert!(is_login_redirect(&s), "{:?}", s.status);
     let elapsed = clock.now_ms() - before;
     // The wait itself (2 s, its last poll included) plus the round trips before and after it.
@@ -756,20 +778,6 @@ fn the_wait_for_a_refresh_is_bounded_in_time_with_a_slow_store() {
 fn a_chunked_session_between_shorter_and_longer_foreign_ones_opens() {
     let idp = Idp::new();
     let clock = Rc::new(ManualClock::new(T0));
-    let big = |p: &mut crate::plugin::Plugin, n: usize, chunks: usize| {
-        let mut jar = Jar::default();
-        let auth = nav(p, &mut jar, "/app").location.unwrap();
-        let mut claims = Idp::claims(&query(&auth, "nonce").unwrap(), T0 / 1000);
-        let groups: Vec<String> = (1..=n)
-            .map(|i| format!("large-claims-group-{i:03}"))
-            .collect();
-        claims["groups"] = json!(groups);
-        idp.answer(200, idp.tokens(&idp.sign(&claims), None, 300));
-        let cb = crate::auth::oidc::tests::callback(p, &mut jar, &auth, "c");
-        assert_eq!(cb.status, Some(302), "{}", cb.body);
-        assert_eq!(jar.session_names().len(), chunks, "{n} groups");
-        jar
-    };
     let cfg = merge(
         base_config(),
         json!({"claimHeaders": {"X-Groups": "groups"}}),
@@ -784,9 +792,9 @@ fn a_chunked_session_between_shorter_and_longer_foreign_ones_opens() {
         )
     };
     let (mut a, mut c) = (other("deployment-a"), other("deployment-c"));
-    let a = big(&mut a, 200, 2);
-    let o = big(&mut ours, 300, 3);
-    let c = big(&mut c, 300, 3);
+    let a = chunked_login(&mut a, &idp, 200, 2);
+    let o = chunked_login(&mut ours, &idp, 300, 3);
+    let c = chunked_login(&mut c, &idp, 300, 3);
     let mut parts = Vec::new();
     for n in &o.session_names() {
         for j in [&a, &o, &c] {
